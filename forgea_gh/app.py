@@ -1,0 +1,122 @@
+"""The composition root: builds store, processor, scheduler and the web app.
+
+Nothing else constructs these. The lifespan opens them in order and closes
+them in reverse: store, then processor and scheduler; on the way out the
+scheduler stops first, in-flight jobs get a grace period, then the store
+commits what the receiver handed it and closes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from starlette.applications import Starlette
+from starlette.routing import Route
+
+from forgea_gh import processor as processor_mod
+from forgea_gh import retry, settings, timeutil
+from forgea_gh import scheduler as scheduler_mod
+from forgea_gh import store as store_mod
+from forgea_gh.handlers import registry
+from forgea_gh.handlers import router as router_mod
+from forgea_gh.store import base
+from forgea_gh.web import receiver as receiver_mod
+from forgea_gh.web import status
+
+log = logging.getLogger(__name__)
+
+
+class Role(enum.StrEnum):
+    RECEIVER = "receiver"  # accept and store deliveries; no processing
+    WORKER = "worker"  # process the queue; no webhook route
+    ALL = "all"
+
+
+@dataclass
+class Daemon:
+    """What one process runs, for the lifespan (and tests) to reach."""
+
+    config: settings.Settings
+    role: Role
+    store: base.Store
+    processor: processor_mod.Processor | None
+    receiver: receiver_mod.Receiver | None
+    scheduler: AsyncIOScheduler | None = field(default=None)
+
+    def scheduler_running(self) -> bool:
+        return self.scheduler is not None and self.scheduler.running
+
+
+def policy_from(config: settings.Settings) -> retry.RetryPolicy:
+    return retry.RetryPolicy(
+        base_seconds=config.worker.backoff_base_seconds,
+        max_seconds=config.worker.backoff_max_seconds,
+        max_attempts=config.worker.max_attempts,
+    )
+
+
+def build(
+    config: settings.Settings,
+    *,
+    role: Role = Role.ALL,
+    router: router_mod.Router | None = None,
+    clock: timeutil.Clock = timeutil.utcnow,
+) -> Starlette:
+    store = store_mod.from_settings(config)
+    processor = None
+    if role in (Role.WORKER, Role.ALL):
+        processor = processor_mod.Processor(
+            store,
+            router or registry.default_router(),
+            policy_from(config),
+            concurrency=config.worker.concurrency,
+            lease_seconds=config.worker.lease_seconds,
+            clock=clock,
+        )
+    receiver = None
+    if role in (Role.RECEIVER, Role.ALL):
+        receiver = receiver_mod.Receiver(
+            store,
+            config.require_webhook_secrets(),
+            max_body_bytes=config.webhook.max_body_bytes,
+            on_stored=processor.wake if processor else (lambda: None),
+            clock=clock,
+        )
+    daemon = Daemon(config, role, store, processor, receiver)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await store.open()
+        try:
+            if processor is not None:
+                processor.start()
+                daemon.scheduler = scheduler_mod.build(config, processor, store)
+                daemon.scheduler.start()
+                processor.wake()  # whatever is due from before the start
+            log.info("forgea-gh %s role ready (%s backend)", role.value, store.backend)
+            yield
+        finally:
+            if daemon.scheduler is not None and daemon.scheduler.running:
+                daemon.scheduler.shutdown(wait=False)
+            if processor is not None:
+                await processor.stop(config.server.shutdown_grace_seconds)
+            await store.close()
+            log.info("forgea-gh stopped")
+
+    routes: list[Route] = status.routes(
+        store,
+        token=config.status_token(),
+        scheduler_running=daemon.scheduler_running if processor is not None else None,
+        github_reporting=False,  # no GitHub client yet: nothing is reported back
+        clock=clock,
+    )
+    if receiver is not None:
+        routes.append(Route("/webhooks/github", receiver.handle, methods=["POST"]))
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.daemon = daemon
+    return app

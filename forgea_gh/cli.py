@@ -1,0 +1,351 @@
+"""`forgea-gh`: argparse sub-commands. No logic of its own: each command
+loads settings, calls the module that does the work, and prints the result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import orjson
+
+from forgea_gh import app as app_mod
+from forgea_gh import errors, logs, settings, timeutil, webhook
+from forgea_gh import store as store_mod
+from forgea_gh.store import base
+from forgea_gh.web import status as status_mod
+
+T = TypeVar("T")
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        config = settings.load(args.config)
+        logs.configure(config.log.level, config.log.format)
+        result: int = args.command(args, config)
+        return result
+    except errors.ConfigError as exc:
+        print(f"forgea-gh: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except errors.ForgeaError as exc:
+        print(f"forgea-gh: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+
+
+# -- commands ----------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace, config: settings.Settings) -> int:
+    import uvicorn
+
+    role = app_mod.Role(args.role)
+    if role is not app_mod.Role.WORKER:
+        config.require_webhook_secrets()
+        if config.uses_development_secret():
+            print(
+                "forgea-gh: WARNING: webhook.secrets holds the development secret from "
+                "config.example.toml; anyone can sign deliveries. Use it for local runs only.",
+                file=sys.stderr,
+            )
+    # Open the store once before serving, so a bad database path or schema
+    # version ends in one clear line instead of a lifespan traceback.
+    _run_with_store(config, lambda store: store.ping())
+    web_app = app_mod.build(config, role=role)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            web_app,
+            host=args.host or config.server.host,
+            port=args.port if args.port is not None else config.server.port,
+            log_config=None,
+            access_log=False,
+            lifespan="on",
+            timeout_graceful_shutdown=int(config.server.shutdown_grace_seconds) + 1,
+        )
+    )
+    server.run()
+    return EXIT_OK if server.started else EXIT_FAILED
+
+
+def cmd_db_init(args: argparse.Namespace, config: settings.Settings) -> int:
+    report = _run_with_store(config, lambda store: store.check())
+    print(f"database ready: {config.database.url} (schema version {report.schema_version})")
+    return EXIT_OK
+
+
+def cmd_db_check(args: argparse.Namespace, config: settings.Settings) -> int:
+    path = config.database.sqlite_path
+    if path != ":memory:" and not Path(path).exists():
+        print(f"forgea-gh: no database at {path} (run `forgea-gh db init`)", file=sys.stderr)
+        return EXIT_FAILED
+    report = _run_with_store(config, lambda store: store.check())
+    data = {
+        "backend": report.backend,
+        "schema_version": report.schema_version,
+        "expected_version": report.expected_version,
+        "problems": report.problems,
+        **report.facts,
+    }
+    if args.json:
+        _print_json(data)
+    else:
+        for key, value in data.items():
+            if key != "problems":
+                print(f"{key}: {value}")
+        print("ok" if not report.problems else "problems:\n  " + "\n  ".join(report.problems))
+    return EXIT_OK if not report.problems else EXIT_FAILED
+
+
+def cmd_status(args: argparse.Namespace, config: settings.Settings) -> int:
+    summary = _run_with_store(config, lambda store: store.status_summary(timeutil.utcnow()))
+    data = status_mod.summary_json(summary, github_reporting=False)
+    if args.json:
+        _print_json(data)
+        return EXIT_OK
+    print(f"backend: {data['backend']}")
+    for name, count in data["jobs"].items():
+        print(f"  {name:<12} {count}")
+    print(f"oldest pending age: {_or_none(data['oldest_pending_age_seconds'], '{:.1f}s')}")
+    print(f"last processed at:  {data['last_processed_at'] or 'never'}")
+    return EXIT_OK
+
+
+def cmd_dead_letters_list(args: argparse.Namespace, config: settings.Settings) -> int:
+    filters = base.DeadLetterFilter(
+        kind=args.kind, event=args.event, action=args.action, guid=args.guid
+    )
+    page = _run_with_store(
+        config, lambda store: store.dead_letters(filters, args.cursor, args.limit)
+    )
+    if args.json:
+        _print_json({"items": page.items, "next_cursor": page.next_cursor})
+        return EXIT_OK
+    if not page.items:
+        print("no dead letters")
+    for item in page.items:
+        print(
+            f"{item['id']:>8}  {item['kind']:<10} {item['event'] or '-':<24} "
+            f"{item['guid'] or '-':<38} attempts {item['attempts']}  {item['last_error']}"
+        )
+    if page.next_cursor:
+        print(f"more: --cursor {page.next_cursor}")
+    return EXIT_OK
+
+
+def cmd_dead_letters_show(args: argparse.Namespace, config: settings.Settings) -> int:
+    item = _run_with_store(config, lambda store: store.dead_letter(args.job_id, args.payload))
+    if args.json:
+        _print_json(item)
+        return EXIT_OK
+    for key, value in item.items():
+        if key not in ("errors", "payload", "headers"):
+            print(f"{key}: {value}")
+    print("errors:")
+    for err in item["errors"]:
+        print(f"  #{err['attempt']} {err['occurred_at']} {err['error_class']}: {err['message']}")
+    if args.payload:
+        print("payload:")
+        print(orjson.dumps(item["payload"], option=orjson.OPT_INDENT_2).decode())
+    return EXIT_OK
+
+
+def cmd_replay(args: argparse.Namespace, config: settings.Settings) -> int:
+    selector = base.ReplaySelector(
+        guid=args.guid, job_id=args.job, all_dead=args.all_dead, event=args.event
+    )
+    replayed = _run_with_store(
+        config, lambda store: store.replay(selector, timeutil.utcnow(), "cli:replay")
+    )
+    if args.json:
+        _print_json(
+            {
+                "replayed": [
+                    {"job_id": r.job_id, "previous_status": r.previous_status} for r in replayed
+                ]
+            }
+        )
+    elif replayed:
+        for r in replayed:
+            print(f"job {r.job_id}: {r.previous_status} -> pending")
+        print(
+            f"{len(replayed)} job(s) queued again; a running daemon picks them up on its next tick"
+        )
+    else:
+        print("nothing to replay")
+    return EXIT_OK
+
+
+def cmd_deliver(args: argparse.Namespace, config: settings.Settings) -> int:
+    secret = config.require_webhook_secrets()[0]
+    body = Path(args.file).read_bytes()
+    guid = args.delivery or str(uuid.uuid4())
+    headers = {
+        "Content-Type": webhook.JSON,
+        "User-Agent": "GitHub-Hookshot/forgea-gh-deliver",
+        "X-GitHub-Event": args.event,
+        "X-GitHub-Delivery": guid,
+        "X-Hub-Signature-256": webhook.sign(body, secret),
+    }
+    if args.hook_id is not None:
+        headers["X-GitHub-Hook-ID"] = str(args.hook_id)
+    host = config.server.host if config.server.host not in ("0.0.0.0", "::") else "127.0.0.1"
+    url = f"http://{host}:{config.server.port}/webhooks/github"
+    try:
+        response = httpx.post(url, content=body, headers=headers, timeout=10.0)
+    except httpx.HTTPError as exc:
+        print(f"forgea-gh: cannot deliver to {url}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    if args.json:
+        _print_json(
+            {
+                "url": url,
+                "guid": guid,
+                "status_code": response.status_code,
+                "response": _maybe_json(response),
+            }
+        )
+    else:
+        print(f"{response.status_code} {response.text.strip()}")
+    return EXIT_OK if response.is_success else EXIT_FAILED
+
+
+def cmd_prune(args: argparse.Namespace, config: settings.Settings) -> int:
+    from datetime import timedelta
+
+    from forgea_gh import scheduler
+
+    result = _run_with_store(
+        config, lambda store: scheduler.prune_completed(store, timedelta(days=args.older_than))
+    )
+    if args.json:
+        _print_json({"jobs": result.jobs, "deliveries": result.deliveries})
+    else:
+        print(f"pruned {result.jobs} completed job(s) and {result.deliveries} deliveries")
+    return EXIT_OK
+
+
+# -- plumbing ----------------------------------------------------------------
+
+
+def _run_with_store(config: settings.Settings, work: Callable[[base.Store], Awaitable[T]]) -> T:
+    async def run() -> T:
+        store = store_mod.from_settings(config)
+        await store.open()
+        try:
+            return await work(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
+def _print_json(data: Any) -> None:
+    print(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
+
+
+def _maybe_json(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return response.text
+
+
+def _or_none(value: float | None, fmt: str) -> str:
+    return "none" if value is None else fmt.format(value)
+
+
+def _positive_days(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config", metavar="PATH", help=f"TOML config file (default: ${settings.CONFIG_ENV_VAR})"
+    )
+    as_json = argparse.ArgumentParser(add_help=False)
+    as_json.add_argument("--json", action="store_true", help="print JSON")
+
+    parser = argparse.ArgumentParser(
+        prog="forgea-gh", parents=[common], description="GitHub webhook daemon for Forgea labs."
+    )
+    commands = parser.add_subparsers(metavar="COMMAND", required=True)
+
+    serve = commands.add_parser("serve", parents=[common], help="run the daemon")
+    serve.add_argument(
+        "--role",
+        choices=[r.value for r in app_mod.Role],
+        default="all",
+        help="receiver: store deliveries only; worker: process only; all: both",
+    )
+    serve.add_argument("--host", help="override server.host")
+    serve.add_argument("--port", type=int, help="override server.port")
+    serve.set_defaults(command=cmd_serve)
+
+    db = commands.add_parser("db", help="database schema").add_subparsers(
+        metavar="ACTION", required=True
+    )
+    db.add_parser("init", parents=[common], help="create or migrate the schema").set_defaults(
+        command=cmd_db_init
+    )
+    check = db.add_parser(
+        "check", parents=[common, as_json], help="check schema version and integrity"
+    )
+    check.set_defaults(command=cmd_db_check)
+
+    commands.add_parser(
+        "status", parents=[common, as_json], help="job counts and queue age"
+    ).set_defaults(command=cmd_status)
+
+    dead = commands.add_parser("dead-letters", help="inspect dead-lettered jobs").add_subparsers(
+        metavar="ACTION", required=True
+    )
+    listing = dead.add_parser("list", parents=[common, as_json], help="list dead letters")
+    for name in ("kind", "event", "action", "guid", "cursor"):
+        listing.add_argument(f"--{name}")
+    listing.add_argument("--limit", type=int, default=50)
+    listing.set_defaults(command=cmd_dead_letters_list)
+    show = dead.add_parser("show", parents=[common, as_json], help="one dead letter")
+    show.add_argument("job_id", type=int)
+    show.add_argument("--payload", action="store_true", help="include the payload")
+    show.set_defaults(command=cmd_dead_letters_show)
+
+    replay = commands.add_parser(
+        "replay", parents=[common, as_json], help="queue failed or dead-lettered jobs again"
+    )
+    which = replay.add_mutually_exclusive_group(required=True)
+    which.add_argument("--guid", help="every job of the delivery with this GUID")
+    which.add_argument("--job", type=int, help="one job by id")
+    which.add_argument("--all-dead", action="store_true", help="every dead letter")
+    replay.add_argument("--event", help="with --all-dead: only deliveries of this event")
+    replay.set_defaults(command=cmd_replay)
+
+    deliver = commands.add_parser(
+        "deliver", parents=[common, as_json], help="sign a payload file and POST it as GitHub would"
+    )
+    deliver.add_argument("file")
+    deliver.add_argument("--event", required=True, help="X-GitHub-Event, e.g. push")
+    deliver.add_argument("--delivery", help="X-GitHub-Delivery GUID (default: a fresh one)")
+    deliver.add_argument("--hook-id", type=int, help="X-GitHub-Hook-ID")
+    deliver.set_defaults(command=cmd_deliver)
+
+    prune = commands.add_parser(
+        "prune", parents=[common, as_json], help="delete old completed jobs and their deliveries"
+    )
+    prune.add_argument("--older-than", type=_positive_days, required=True, metavar="DAYS")
+    prune.set_defaults(command=cmd_prune)
+    return parser

@@ -1,0 +1,1 @@
+"""What each job does: one module per concern, mapped by `router`."""

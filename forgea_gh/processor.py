@@ -1,0 +1,209 @@
+"""The job loop: claim due jobs, run their handlers, record what happened.
+
+`run_once` is the unit: claim up to `concurrency` due jobs under a lease,
+run them concurrently, and for each commit exactly one of: completed,
+failed-and-rescheduled (`RetryPolicy`), or dead-lettered. `run_forever`
+calls it whenever something wakes it: the receiver after each stored
+delivery, and the scheduler's tick (the fallback, which also rescues
+expired leases).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import socket
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+
+from forgea_gh import errors, jobs, retry, timeutil
+from forgea_gh.handlers import router as router_mod
+from forgea_gh.store import base
+
+log = logging.getLogger(__name__)
+
+MAX_ERROR_MESSAGE = 2000
+
+
+def new_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class Processor:
+    def __init__(
+        self,
+        store: base.Store,
+        router: router_mod.Router,
+        policy: retry.RetryPolicy,
+        *,
+        concurrency: int = 8,
+        lease_seconds: float = 60.0,
+        worker_id: str | None = None,
+        clock: timeutil.Clock = timeutil.utcnow,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self.store = store
+        self.router = router
+        self.policy = policy
+        self.concurrency = concurrency
+        self.lease_seconds = lease_seconds
+        self.worker_id = worker_id or new_worker_id()
+        self.clock = clock
+        self.rand = rand
+        self.last_processed_at: datetime | None = None
+        self._wakeup = asyncio.Event()
+        self._stopping = False
+        self._in_flight: set[int] = set()
+        self._loop_task: asyncio.Task[None] | None = None
+
+    # -- one round ---------------------------------------------------------
+
+    async def run_once(self) -> int:
+        """Claim and process one round of due jobs; return how many were claimed."""
+        if self._stopping:
+            return 0
+        claimed = await self.store.claim_due(
+            self.worker_id, self.concurrency, self.clock(), self.lease_seconds
+        )
+        if claimed:
+            self._in_flight.update(c.job.id for c in claimed)
+            try:
+                await asyncio.gather(*(self._process(c) for c in claimed))
+            finally:
+                self._in_flight.difference_update(c.job.id for c in claimed)
+        return len(claimed)
+
+    async def _process(self, claimed: jobs.ClaimedJob) -> None:
+        job = claimed.job
+        handler = self.router.resolve(claimed)
+        try:
+            outcome = await handler(claimed)
+        except errors.PermanentError as exc:
+            await self._record_failure(job, exc, permanent=True)
+        except errors.RetryableError as exc:
+            await self._record_failure(job, exc, permanent=False, retry_after=exc.retry_after)
+        except asyncio.CancelledError:
+            raise  # shutdown: the lease is released by stop()
+        except Exception as exc:
+            # A bug or an unforeseen failure: retried like a transient error,
+            # with the traceback in the log for whoever fixes it.
+            log.exception("job %d (%s) raised unexpectedly", job.id, job.kind)
+            await self._record_failure(job, exc, permanent=False)
+        else:
+            if await self.store.complete(job.id, self.worker_id, self.clock(), outcome[:200]):
+                self.last_processed_at = self.clock()
+                log.debug("job %d completed: %s", job.id, outcome)
+            else:
+                log.warning("job %d finished after its lease was lost; outcome dropped", job.id)
+
+    async def _record_failure(
+        self,
+        job: jobs.Job,
+        exc: BaseException,
+        *,
+        permanent: bool,
+        retry_after: float | None = None,
+    ) -> None:
+        now = self.clock()
+        retry_at = (
+            None
+            if permanent
+            else self._retry_time(job.attempts, job.max_attempts, now, retry_after)
+        )
+        message = (str(exc) or type(exc).__name__)[:MAX_ERROR_MESSAGE]
+        failure = jobs.Failure(
+            type(exc).__name__, message, timeutil.to_text(retry_at) if retry_at else None
+        )
+        if not await self.store.fail(job.id, self.worker_id, now, failure):
+            log.warning("job %d failed after its lease was lost: %s", job.id, message)
+        elif retry_at is None:
+            log.error(
+                "job %d (%s) dead-lettered after %d attempt(s): %s",
+                job.id,
+                job.kind,
+                job.attempts,
+                message,
+            )
+        else:
+            log.info(
+                "job %d (%s) attempt %d failed, retry at %s: %s",
+                job.id,
+                job.kind,
+                job.attempts,
+                failure.retry_at,
+                message,
+            )
+
+    def _retry_time(
+        self, attempts: int, max_attempts: int, now: datetime, retry_after: float | None = None
+    ) -> datetime | None:
+        """When to try again after `attempts` attempts, or None when none are left."""
+        if self.policy.exhausted(attempts, max_attempts):
+            return None
+        delay = self.policy.next_delay(attempts, rand=self.rand)
+        if retry_after is not None:
+            delay = max(delay, retry_after)
+        return timeutil.later(now, delay)
+
+    async def rescue_expired_leases(self) -> list[base.Rescued]:
+        """End leases whose holder died: each counts as a failed attempt."""
+        now = self.clock()
+        rescued = await self.store.rescue_expired(
+            now, lambda attempts, max_attempts: self._retry_time(attempts, max_attempts, now)
+        )
+        for r in rescued:
+            log.warning(
+                "job %d: lease expired on attempt %d, %s",
+                r.job_id,
+                r.attempts,
+                "dead-lettered" if r.dead_lettered else "rescheduled",
+            )
+        return rescued
+
+    # -- the loop ----------------------------------------------------------
+
+    def wake(self) -> None:
+        """Ask the loop to look for due work now (cheap; safe to call often)."""
+        self._wakeup.set()
+
+    async def tick(self) -> None:
+        """The scheduler's fallback: rescue expired leases, then look for due work."""
+        try:
+            await self.rescue_expired_leases()
+        except errors.StoreError as exc:
+            log.error("lease rescue failed: %s", exc)
+        self.wake()
+
+    def start(self) -> None:
+        self._loop_task = asyncio.create_task(self.run_forever(), name="forgea-processor")
+
+    async def run_forever(self) -> None:
+        while not self._stopping:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            try:
+                while not self._stopping and await self.run_once():
+                    pass
+            except errors.StoreError as exc:
+                # The next tick tries again; nothing claimed was lost (leases).
+                log.error("processing round failed: %s", exc)
+
+    async def stop(self, grace_seconds: float) -> None:
+        """Stop claiming; let in-flight jobs finish for up to `grace_seconds`; release the rest."""
+        self._stopping = True
+        self._wakeup.set()
+        task, self._loop_task = self._loop_task, None
+        if task is None:
+            return
+        done, _ = await asyncio.wait({task}, timeout=grace_seconds)
+        if not done:
+            unfinished = sorted(self._in_flight)
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            released = await self.store.release(unfinished, self.worker_id, self.clock())
+            log.warning("shutdown: released %d unfinished job(s) %s", released, unfinished)
+        elif task.exception() is not None:
+            log.error("processor loop ended with an error: %r", task.exception())

@@ -1,0 +1,68 @@
+"""APScheduler wiring only: interval jobs that call processor and maintenance functions.
+
+The tick functions themselves live elsewhere and are tested by calling them
+directly; this module only says how often each runs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from forgea_gh import processor as processor_mod
+from forgea_gh import settings, timeutil
+from forgea_gh.store import base
+
+log = logging.getLogger(__name__)
+
+RETENTION_INTERVAL = timedelta(hours=1)
+
+
+def build(
+    config: settings.Settings, processor: processor_mod.Processor, store: base.Store
+) -> AsyncIOScheduler:
+    """A scheduler (not started: start it inside the running loop)."""
+    scheduler = AsyncIOScheduler(timezone="UTC")
+    _every(
+        scheduler, "tick", processor.tick, timedelta(seconds=config.worker.poll_interval_seconds)
+    )
+    if config.retention.completed_days > 0:
+        keep = timedelta(days=config.retention.completed_days)
+
+        async def prune() -> None:
+            await prune_completed(store, keep)
+
+        _every(scheduler, "retention", prune, RETENTION_INTERVAL)
+    return scheduler
+
+
+async def prune_completed(store: base.Store, keep: timedelta) -> base.PruneResult:
+    result = await store.prune_completed(timeutil.utcnow() - keep)
+    if result.jobs or result.deliveries:
+        log.info(
+            "retention: pruned %d completed job(s) and %d deliveries",
+            result.jobs,
+            result.deliveries,
+        )
+    return result
+
+
+def _every(
+    scheduler: AsyncIOScheduler,
+    name: str,
+    func: Callable[[], Awaitable[object]],
+    interval: timedelta,
+) -> None:
+    scheduler.add_job(
+        func,
+        "interval",
+        seconds=interval.total_seconds(),
+        id=name,
+        name=name,
+        max_instances=1,
+        coalesce=True,
+        misfire_grace_time=None,
+    )

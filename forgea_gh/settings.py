@@ -1,0 +1,186 @@
+"""Configuration: one TOML file, overridden by environment variables.
+
+Precedence, highest first: `FORGEA_GH_<SECTION>__<KEY>` environment
+variables, then the TOML file (`--config` or `FORGEA_GH_CONFIG`), then the
+defaults below. Secrets may also come from files (`*_file` keys), so they
+never have to sit in the TOML file or the environment. This is the only
+module that reads configuration; everything else receives a `Settings`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import pydantic
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from forgea_gh import errors
+
+# The secret config.example.toml ships with, so a local run works out of the
+# box. Start-up warns loudly when it is in use.
+DEVELOPMENT_SECRET = "forgea-dev-secret-not-for-production"
+
+CONFIG_ENV_VAR = "FORGEA_GH_CONFIG"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    shutdown_grace_seconds: float = Field(10.0, gt=0)
+
+
+class DatabaseSettings(_Section):
+    url: str = "sqlite:///./forgea_gh.db"
+    # FULL: an acknowledged delivery survives power loss. NORMAL survives a
+    # process crash but may lose the last commits on power loss.
+    synchronous: Literal["FULL", "NORMAL"] = "FULL"
+    busy_timeout_ms: int = Field(5000, ge=0)
+
+    @pydantic.field_validator("url")
+    @classmethod
+    def _known_scheme(cls, url: str) -> str:
+        if not url.startswith("sqlite:///"):
+            raise ValueError("must start with sqlite:/// (e.g. sqlite:///./forgea_gh.db)")
+        return url
+
+    @property
+    def sqlite_path(self) -> str:
+        return self.url.removeprefix("sqlite:///")
+
+
+class WebhookSettings(_Section):
+    secrets: list[SecretStr] = Field(default_factory=list)
+    # A file with one secret per line, added after `secrets`.
+    secrets_file: str = ""
+    # GitHub caps payloads at 25 MB.
+    max_body_bytes: int = Field(26_214_400, gt=0)
+
+
+class WorkerSettings(_Section):
+    poll_interval_seconds: float = Field(1.0, gt=0)
+    concurrency: int = Field(8, ge=1, le=256)
+    max_attempts: int = Field(8, ge=1)
+    backoff_base_seconds: float = Field(2.0, ge=0)
+    backoff_max_seconds: float = Field(900.0, ge=0)
+    lease_seconds: float = Field(60.0, gt=0)
+
+
+class StatusSettings(_Section):
+    token: SecretStr = SecretStr("")
+    token_file: str = ""
+
+
+class RetentionSettings(_Section):
+    # Completed jobs (and their deliveries) older than this are pruned by the
+    # scheduler; 0 keeps them forever. Dead letters and the audit log are
+    # never pruned.
+    completed_days: float = Field(14, ge=0)
+
+
+class LogSettings(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["json", "console", "auto"] = "auto"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="FORGEA_GH_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    server: ServerSettings = ServerSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    webhook: WebhookSettings = WebhookSettings()
+    worker: WorkerSettings = WorkerSettings()
+    status: StatusSettings = StatusSettings()
+    retention: RetentionSettings = RetentionSettings()
+    log: LogSettings = LogSettings()
+
+    def webhook_secrets(self) -> list[bytes]:
+        """Every configured webhook secret, in order: the first one signs."""
+        found = [s.get_secret_value() for s in self.webhook.secrets]
+        if self.webhook.secrets_file:
+            text = _read_secret_file("webhook.secrets_file", self.webhook.secrets_file)
+            found.extend(line.strip() for line in text.splitlines())
+        return [s.encode() for s in found if s]
+
+    def require_webhook_secrets(self) -> list[bytes]:
+        secrets = self.webhook_secrets()
+        if not secrets:
+            raise errors.ConfigError(
+                "webhook.secrets: no webhook secret configured (set webhook.secrets in the "
+                "config file, FORGEA_GH_WEBHOOK__SECRETS, or webhook.secrets_file)"
+            )
+        return secrets
+
+    def uses_development_secret(self) -> bool:
+        return DEVELOPMENT_SECRET.encode() in self.webhook_secrets()
+
+    def status_token(self) -> str:
+        if self.status.token_file:
+            return _read_secret_file("status.token_file", self.status.token_file).strip()
+        return self.status.token.get_secret_value()
+
+
+def _read_secret_file(key: str, path: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise errors.ConfigError(f"{key}: cannot read {path}: {exc.strerror}") from None
+
+
+def load(path: str | os.PathLike[str] | None = None) -> Settings:
+    """Read the settings, or raise ConfigError with a one-line message naming the key."""
+    if path is None:
+        path = os.environ.get(CONFIG_ENV_VAR) or None
+    toml_path = Path(path) if path is not None else None
+    if toml_path is not None and not toml_path.is_file():
+        raise errors.ConfigError(f"config file not found: {toml_path}")
+
+    class _FromFile(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+            if toml_path is not None:
+                sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
+            return tuple(sources)
+
+    try:
+        loaded = _FromFile()
+    except pydantic.ValidationError as exc:
+        raise errors.ConfigError(describe_validation_error(exc)) from None
+    except ValueError as exc:  # tomllib.TOMLDecodeError is a ValueError
+        raise errors.ConfigError(f"{toml_path}: not valid TOML: {exc}") from None
+    return loaded
+
+
+def describe_validation_error(exc: pydantic.ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        message = err["msg"]
+        if err["type"] == "extra_forbidden":
+            message = "unknown key"
+        parts.append(f"{key}: {message}")
+    return "invalid configuration: " + "; ".join(parts)

@@ -1,0 +1,16 @@
+"""Durable state: the `Store` protocol and its backends."""
+
+from __future__ import annotations
+
+from forgea_gh import settings
+from forgea_gh.store import base, sqlite
+
+
+def from_settings(config: settings.Settings) -> base.Store:
+    """The store `database.url` names (not yet opened)."""
+    return sqlite.SqliteStore(
+        config.database.sqlite_path,
+        synchronous=config.database.synchronous,
+        busy_timeout_ms=config.database.busy_timeout_ms,
+        max_attempts=config.worker.max_attempts,
+    )

@@ -1,0 +1,1 @@
+"""HTTP: the webhook receiver and the read-only status endpoints."""
