@@ -37,8 +37,12 @@ def make_config(tmp_path: Path, **sections: dict[str, Any]) -> settings.Settings
     values: dict[str, dict[str, Any]] = {
         "database": {"url": f"sqlite:///{tmp_path / 'forgea.db'}"},
         "webhook": {"secrets": [SECRET]},
-        "worker": {"poll_interval_seconds": 0.2, "backoff_base_seconds": 0.01,
-                   "backoff_max_seconds": 0.05, "lease_seconds": 30},
+        "worker": {
+            "poll_interval_seconds": 0.2,
+            "backoff_base_seconds": 0.01,
+            "backoff_max_seconds": 0.05,
+            "lease_seconds": 30,
+        },
         "log": {"level": "warning", "format": "console"},
     }
     for name, overrides in sections.items():
@@ -107,8 +111,15 @@ async def live_server(app: Starlette) -> AsyncIterator[str]:
     """Serve `app` with uvicorn on a free loopback port; stop it on exit."""
     port = free_port()
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False,
-                       lifespan="on", timeout_graceful_shutdown=5)
+        uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=port,
+            log_config=None,
+            access_log=False,
+            lifespan="on",
+            timeout_graceful_shutdown=5,
+        )
     )
     task = asyncio.create_task(server.serve())
     try:
