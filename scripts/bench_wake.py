@@ -1,0 +1,108 @@
+"""Wake-up latency of an idle daemon; run through `scripts/bench_wake`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+
+from forgea_gh import webhook
+
+ROOT = Path(__file__).resolve().parent.parent
+SECRET = "bench-wake-secret"
+PING = b'{"zen": "Keep it logically awesome.", "hook_id": 1}'
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def parse(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--count", type=int, default=100)
+    parser.add_argument("--gap", type=float, default=0.05, help="idle seconds between sends")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="forgea-wake-") as tmp:
+        db = Path(tmp) / "wake.db"
+        port = free_port()
+        env = os.environ | {
+            "FORGEA_GH_DATABASE__URL": f"sqlite:///{db}",
+            "FORGEA_GH_WEBHOOK__SECRETS": f'["{SECRET}"]',
+            # A slow tick proves the receiver's wake-up does the work, not the poll.
+            "FORGEA_GH_WORKER__POLL_INTERVAL_SECONDS": "30",
+            "FORGEA_GH_LOG__LEVEL": "warning",
+        }
+        daemon = subprocess.Popen(
+            [str(ROOT / ".venv/bin/forgea-gh"), "serve", "--port", str(port)], env=env
+        )
+        try:
+            base = f"http://127.0.0.1:{port}"
+            with httpx.Client(base_url=base, timeout=10) as client:
+                for _ in range(200):
+                    try:
+                        if client.get("/readyz").status_code == 200:
+                            break
+                    except httpx.TransportError:
+                        pass
+                    time.sleep(0.05)
+                else:
+                    print("daemon did not become ready", file=sys.stderr)
+                    return 1
+                for _ in range(args.count):
+                    headers = {
+                        "content-type": "application/json",
+                        "x-github-event": "ping",
+                        "x-github-delivery": str(uuid.uuid4()),
+                        "x-hub-signature-256": webhook.sign(PING, SECRET.encode()),
+                    }
+                    response = client.post("/webhooks/github", content=PING, headers=headers)
+                    if response.status_code != 202:
+                        print(f"unexpected {response.status_code}: {response.text}")
+                        return 1
+                    time.sleep(args.gap)
+                time.sleep(0.5)
+        finally:
+            daemon.terminate()
+            daemon.wait(timeout=20)
+
+        conn = sqlite3.connect(db)
+        rows = conn.execute(
+            "SELECT d.received_at, j.completed_at FROM jobs j JOIN deliveries d"
+            " ON d.id = j.delivery_id"
+        ).fetchall()
+        conn.close()
+    done = [(parse(c) - parse(r)).total_seconds() * 1000 for r, c in rows if c is not None]
+    if len(done) != args.count:
+        print(f"only {len(done)} of {args.count} deliveries were processed")
+        return 1
+    done.sort()
+    p99 = done[min(len(done) - 1, int(len(done) * 0.99))]
+    print(f"deliveries: {len(done)} (one at a time, {args.gap * 1000:.0f} ms idle between)")
+    print(
+        f"received -> completed: p50 {statistics.median(done):.1f} ms, p99 {p99:.1f} ms, "
+        f"max {done[-1]:.1f} ms (target: within 100 ms) "
+        f"{'PASS' if done[-1] <= 100 else 'FAIL'}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
