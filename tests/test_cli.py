@@ -14,7 +14,7 @@ import pytest
 from forgea_gh import app as app_mod
 from forgea_gh import errors, jobs, processor, retry, webhook
 from forgea_gh.handlers import registry
-from forgea_gh.store import sqlite
+from forgea_gh.store import schema, sqlite
 from tests.support import FIXTURES, SECRET, live_server, make_config, push_body, signed_headers
 
 
@@ -68,7 +68,7 @@ def test_db_init_and_check(tmp_path: Path) -> None:
     assert "run `forgea-gh db init`" in missing.stderr
     init = forgea(tmp_path, "db", "init")
     assert init.returncode == 0, init.stderr
-    assert "schema version 1" in init.stdout
+    assert f"schema version {schema.SCHEMA_VERSION}" in init.stdout
     check = forgea(tmp_path, "db", "check", "--json")
     assert check.returncode == 0, check.stderr
     report = json.loads(check.stdout)

@@ -139,3 +139,33 @@ def test_deleting_a_job_takes_its_errors(raw_db: sqlite3.Connection) -> None:
     raw_db.execute("DELETE FROM jobs")
     assert raw_db.execute("SELECT count(*) FROM job_errors").fetchone()[0] == 0
     raw_db.close()
+
+
+def _shape(conn: sqlite3.Connection) -> list[tuple[object, ...]]:
+    return conn.execute(
+        "SELECT type, name, tbl_name, sql FROM sqlite_schema ORDER BY type, name"
+    ).fetchall()
+
+
+def test_schema_sql_equals_the_baseline_plus_every_migration(tmp_path: Path) -> None:
+    fresh = _raw(tmp_path / "fresh.db")
+    schema.ensure(fresh)
+
+    migrated = _raw(tmp_path / "migrated.db")
+    baseline = (Path(schema.__file__).parent / "migrations" / "0001_spine.sql").read_text()
+    for statement in schema.statements(baseline):
+        migrated.execute(statement)
+    applied = schema.ensure(migrated)
+    assert (applied.before, applied.after) == (1, schema.SCHEMA_VERSION)
+
+    assert _shape(fresh) == _shape(migrated)
+    for table in ("lab_status_transitions",):
+        query = f"SELECT * FROM {table} ORDER BY 1, 2"
+        assert fresh.execute(query).fetchall() == migrated.execute(query).fetchall()
+    fresh.close()
+    migrated.close()
+
+
+def test_migrations_are_numbered_without_gaps() -> None:
+    found = schema.migrations()
+    assert list(found) == list(range(1, schema.SCHEMA_VERSION + 1))
