@@ -57,3 +57,12 @@ class ConflictError(ForgeaError):
 
 class BadRequestError(ForgeaError):
     """A request parameter is invalid (an unknown cursor, a bad filter)."""
+
+
+class RuleViolation(StoreError):
+    """The database refused a write that breaks a domain rule (a trigger or constraint).
+
+    Raised for what the schema itself forbids: changing the append-only
+    ledger, an illegal lifecycle move, a session whose version belongs to
+    another lab. The message is the rule's own.
+    """

@@ -78,9 +78,20 @@ class Processor:
 
     async def _process(self, claimed: jobs.ClaimedJob) -> None:
         job = claimed.job
-        handler = self.router.resolve(claimed)
+        route = self.router.resolve(claimed)
         try:
-            outcome = await handler(claimed)
+            if route.tx_handler is not None:
+                tx_handler = route.tx_handler
+                completed = await self.store.complete_in(
+                    job.id, self.worker_id, self.clock(), lambda tx: tx_handler(claimed, tx)
+                )
+                outcome = "handled in transaction"
+            else:
+                assert route.handler is not None
+                outcome = await route.handler(claimed)
+                completed = await self.store.complete(
+                    job.id, self.worker_id, self.clock(), outcome[:200]
+                )
         except errors.PermanentError as exc:
             await self._record_failure(job, exc, permanent=True)
         except errors.RetryableError as exc:
@@ -93,7 +104,7 @@ class Processor:
             log.exception("job %d (%s) raised unexpectedly", job.id, job.kind)
             await self._record_failure(job, exc, permanent=False)
         else:
-            if await self.store.complete(job.id, self.worker_id, self.clock(), outcome[:200]):
+            if completed:
                 self.last_processed_at = self.clock()
                 log.debug("job %d completed: %s", job.id, outcome)
             else:

@@ -7,12 +7,15 @@ exception. Backends: `store.sqlite.SqliteStore` (embedded, default).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from forgea_gh import jobs, webhook
+from forgea_gh.labs import lifecycle, model
+
+T = TypeVar("T")
 
 # Decides a rescued job's fate from (attempts, max_attempts): when to retry,
 # or None to dead-letter it.
@@ -145,3 +148,124 @@ class Store(Protocol):
 
     async def check(self) -> CheckReport:
         """Schema version and integrity, for `forgea-gh db check`."""
+
+    async def transaction(self, work: Callable[[LabTx], Awaitable[T]]) -> T:
+        """Run `work` in one write transaction: all of it commits, or none of it."""
+
+    async def read(self, work: Callable[[LabTx], Awaitable[T]]) -> T:
+        """Run read-only `work` against a consistent snapshot (no write lock taken)."""
+
+    async def complete_in(
+        self, job_id: int, worker_id: str, now: datetime,
+        work: Callable[[LabTx], Awaitable[str]],
+    ) -> bool:
+        """Run `work` and mark the job completed with its outcome, in ONE transaction.
+
+        False (and nothing written, `work` not run) if the lease was lost. If
+        `work` raises, everything rolls back and the exception propagates.
+        """
+
+
+@dataclass(frozen=True, slots=True)
+class SessionFilter:
+    status: str | None = None
+    lab: str | None = None
+    user: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResponse:
+    """The first answer given to an admin API idempotency key."""
+
+    request_hash: str
+    status_code: int
+    body: dict[str, Any]
+
+
+class LabTx(Protocol):
+    """Domain operations inside one open transaction (see `Store.transaction`).
+
+    Nothing commits until the unit of work returns; an exception rolls every
+    operation back. Rule violations (triggers, constraints) raise
+    `errors.RuleViolation`.
+    """
+
+    now: str  # the transaction's timestamp, fixed-width UTC text
+
+    async def audit(
+        self, action: str, *, actor: str, subject: tuple[str, int | str] | None = None,
+        guid: str | None = None, detail: dict[str, Any] | None = None,
+    ) -> None: ...
+
+    async def enqueue_job(
+        self, kind: str, idempotency_key: str, payload: dict[str, Any], max_attempts: int
+    ) -> int | None:
+        """A new outbound job; None if the key exists (the job was queued before)."""
+
+    async def user(self, login: str, github_id: int | None) -> tuple[int, str, int | None]:
+        """The user with this login (created if new): (id, login, github_id)."""
+
+    async def lab(self, slug: str) -> model.Lab | None: ...
+
+    async def create_lab(self, slug: str, title: str, template_repository: str) -> model.Lab: ...
+
+    async def lab_version(self, lab_id: int, version: str | None) -> model.LabVersion | None:
+        """One version of a lab, or its latest when `version` is None."""
+
+    async def create_lab_version(
+        self, lab_id: int, version: str, template_ref: str
+    ) -> model.LabVersion: ...
+
+    async def create_session(
+        self, user_id: int, lab_version: model.LabVersion, status: lifecycle.Status,
+        user_fork_url: str | None,
+    ) -> model.Session: ...
+
+    async def session(self, session_id: int) -> model.Session | None: ...
+
+    async def session_by_repository(self, provider_repo_id: int) -> model.Session | None: ...
+
+    async def unbound_session_by_fork_url(self, normalised_url: str) -> model.Session | None:
+        """The newest session whose user_fork_url is this URL and has no repository yet."""
+
+    async def sessions(
+        self, filters: SessionFilter, cursor: int | None, limit: int
+    ) -> list[model.Session]: ...
+
+    async def idle_sessions(self, statuses: list[str], idle_since: str) -> list[model.Session]: ...
+
+    async def bind_repository(self, session_id: int, repository: model.Repository) -> None: ...
+
+    async def rename_repository(self, repository: model.Repository) -> bool:
+        """Update a mapping's names and installation (id unchanged); False if unmapped."""
+
+    async def set_status(
+        self, session: model.Session, status: lifecycle.Status
+    ) -> model.Session:
+        """Move the session if its row version is still `session.version`; else ConflictError."""
+
+    async def touch(self, session: model.Session) -> model.Session:
+        """Bump last_activity_at (and the row version) without a status change."""
+
+    async def record_commits(
+        self, session_id: int, push: model.Push, delivery_guid: str
+    ) -> int:
+        """Ledger rows for the push's commits; returns how many were new."""
+
+    async def attempt_id(self, session_id: int, commit_sha: str) -> int | None: ...
+
+    async def attempts(
+        self, session_id: int, cursor: int | None, limit: int
+    ) -> list[dict[str, Any]]: ...
+
+    async def add_verification(
+        self, session_id: int, outcome: str, commit_sha: str | None, summary: str | None,
+        details_url: str | None, idempotency_key: str,
+    ) -> model.Verification | None:
+        """A new verification row; None if the idempotency key was used before."""
+
+    async def stored_response(self, scope: str, key: str) -> StoredResponse | None: ...
+
+    async def store_response(
+        self, scope: str, key: str, request_hash: str, status_code: int, body: dict[str, Any]
+    ) -> None: ...

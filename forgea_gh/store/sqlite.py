@@ -23,7 +23,7 @@ import aiosqlite
 import orjson
 
 from forgea_gh import errors, jobs, timeutil, webhook
-from forgea_gh.store import base, queries, schema
+from forgea_gh.store import base, labs_sqlite, queries, schema
 
 log = logging.getLogger(__name__)
 
@@ -416,6 +416,42 @@ class SqliteStore:
 
         return await self._write(work)
 
+    # -- units of work -----------------------------------------------------
+
+    async def transaction(self, work: Callable[[base.LabTx], Awaitable[T]]) -> T:
+        stamp = timeutil.to_text(timeutil.utcnow())
+        return await self._write(lambda db: work(labs_sqlite.SqliteLabTx(db, stamp)))
+
+    async def read(self, work: Callable[[base.LabTx], Awaitable[T]]) -> T:
+        stamp = timeutil.to_text(timeutil.utcnow())
+        async with self._read_lock:
+            db = self._require(self._reader)
+            try:
+                await db.execute("BEGIN")  # one snapshot for every statement of `work`
+                try:
+                    return await work(labs_sqlite.SqliteLabTx(db, stamp))
+                finally:
+                    await db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise _translate(exc) from exc
+
+    async def complete_in(
+        self, job_id: int, worker_id: str, now: datetime,
+        work: Callable[[base.LabTx], Awaitable[str]],
+    ) -> bool:
+        stamp = timeutil.to_text(now)
+        params = {"job_id": job_id, "worker": worker_id, "now": stamp}
+
+        async def unit(db: aiosqlite.Connection) -> bool:
+            held = await db.execute_fetchall(Q["lease_held"], params)
+            if not list(held):
+                return False
+            outcome = await work(labs_sqlite.SqliteLabTx(db, stamp))
+            await db.execute(Q["complete_job"], params | {"outcome": outcome[:200]})
+            return True
+
+        return await self._write(unit)
+
     # -- reading -----------------------------------------------------------
 
     async def status_summary(self, now: datetime) -> base.StatusSummary:
@@ -645,4 +681,7 @@ def _retrieve(task: asyncio.Future[Any]) -> None:
 
 
 def _translate(exc: sqlite3.Error) -> errors.StoreError:
+    if isinstance(exc, sqlite3.IntegrityError):
+        # Triggers (RAISE(ABORT, ...)), CHECK, UNIQUE and FOREIGN KEY refusals.
+        return errors.RuleViolation(str(exc))
     return errors.StoreError(f"SQLite: {exc}")

@@ -58,6 +58,10 @@ SET status = 'completed', outcome = :outcome, locked_by = NULL, locked_until = N
     completed_at = :now, updated_at = :now
 WHERE id = :job_id AND status = 'processing' AND locked_by = :worker;
 
+-- name: lease_held
+-- Whether :worker still holds the job's lease.
+SELECT 1 FROM jobs WHERE id = :job_id AND status = 'processing' AND locked_by = :worker;
+
 -- name: insert_job_error
 -- The history row of a failed attempt of a job leased by :worker.
 INSERT INTO job_errors (job_id, attempt, error_class, message, occurred_at)

@@ -1,0 +1,1 @@
+"""The lab domain, pure: lifecycle rules and what a push means for the ledger."""
