@@ -66,3 +66,11 @@ class RuleViolation(StoreError):
     ledger, an illegal lifecycle move, a session whose version belongs to
     another lab. The message is the rule's own.
     """
+
+
+class ValidationError(ForgeaError):
+    """A request field is invalid; `field` names it (dotted path)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field

@@ -14,11 +14,13 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from forgea_gh import processor as processor_mod
 from forgea_gh import settings, timeutil
+from forgea_gh.labs import service
 from forgea_gh.store import base
 
 log = logging.getLogger(__name__)
 
 RETENTION_INTERVAL = timedelta(hours=1)
+EXPIRY_INTERVAL = timedelta(hours=1)
 
 
 def build(
@@ -36,7 +38,24 @@ def build(
             await prune_completed(store, keep)
 
         _every(scheduler, "retention", prune, RETENTION_INTERVAL)
+    if config.labs.session_ttl_days > 0:
+        ttl = timedelta(days=config.labs.session_ttl_days)
+
+        async def expire() -> None:
+            await expire_sessions(store, ttl)
+
+        _every(scheduler, "session-expiry", expire, EXPIRY_INTERVAL)
     return scheduler
+
+
+async def expire_sessions(store: base.Store, ttl: timedelta) -> list[int]:
+    idle_since = timeutil.to_text(timeutil.utcnow() - ttl)
+    expired = await store.transaction(
+        lambda tx: service.expire_idle(tx, idle_since, actor="scheduler:expiry")
+    )
+    if expired:
+        log.info("expired %d idle session(s): %s", len(expired), expired)
+    return expired
 
 
 async def prune_completed(store: base.Store, keep: timedelta) -> base.PruneResult:

@@ -82,6 +82,18 @@ class StatusSettings(_Section):
     token_file: str = ""
 
 
+class ApiSettings(_Section):
+    # Bearer token for /api ("" = the admin API is disabled and answers 503).
+    token: SecretStr = SecretStr("")
+    token_file: str = ""
+
+
+class LabsSettings(_Section):
+    # Sessions ACTIVE or VERIFYING with no activity for this many days become
+    # EXPIRED (checked hourly); 0 disables expiry.
+    session_ttl_days: float = Field(0, ge=0)
+
+
 class RetentionSettings(_Section):
     # Completed jobs (and their deliveries) older than this are pruned by the
     # scheduler; 0 keeps them forever. Dead letters and the audit log are
@@ -107,6 +119,8 @@ class Settings(BaseSettings):
     webhook: WebhookSettings = WebhookSettings()
     worker: WorkerSettings = WorkerSettings()
     status: StatusSettings = StatusSettings()
+    api: ApiSettings = ApiSettings()
+    labs: LabsSettings = LabsSettings()
     retention: RetentionSettings = RetentionSettings()
     log: LogSettings = LogSettings()
 
@@ -134,6 +148,11 @@ class Settings(BaseSettings):
         if self.status.token_file:
             return _read_secret_file("status.token_file", self.status.token_file).strip()
         return self.status.token.get_secret_value()
+
+    def api_token(self) -> str:
+        if self.api.token_file:
+            return _read_secret_file("api.token_file", self.api.token_file).strip()
+        return self.api.token.get_secret_value()
 
 
 def _read_secret_file(key: str, path: str) -> str:

@@ -17,8 +17,13 @@ class Lab:
     created_at: str
 
     def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "slug": self.slug, "title": self.title,
-                "template_repository": self.template_repository, "created_at": self.created_at}
+        return {
+            "id": self.id,
+            "slug": self.slug,
+            "title": self.title,
+            "template_repository": self.template_repository,
+            "created_at": self.created_at,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,8 +35,13 @@ class LabVersion:
     created_at: str
 
     def to_json(self, lab_slug: str) -> dict[str, Any]:
-        return {"id": self.id, "lab": lab_slug, "version": self.version,
-                "template_ref": self.template_ref, "created_at": self.created_at}
+        return {
+            "id": self.id,
+            "lab": lab_slug,
+            "version": self.version,
+            "template_ref": self.template_ref,
+            "created_at": self.created_at,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,8 +54,12 @@ class Repository:
     installation_id: int | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"id": self.provider_repo_id, "full_name": self.full_name,
-                "html_url": self.html_url, "installation_id": self.installation_id}
+        return {
+            "id": self.provider_repo_id,
+            "full_name": self.full_name,
+            "html_url": self.html_url,
+            "installation_id": self.installation_id,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,8 +87,11 @@ class Session:
             "status": self.status.value,
             "lab": self.lab_slug,
             "version": self.lab_version,
-            "user": {"id": self.user_id, "login": self.user_login,
-                     "github_id": self.user_github_id},
+            "user": {
+                "id": self.user_id,
+                "login": self.user_login,
+                "github_id": self.user_github_id,
+            },
             "repository": self.repository.to_json() if self.repository else None,
             "user_fork_url": self.user_fork_url,
             "preview_url": self.preview_url,
@@ -133,7 +150,13 @@ class Verification:
     created_at: str
 
     def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "session_id": self.lab_session_id, "outcome": self.outcome,
-                "commit_sha": self.commit_sha, "lab_attempt_id": self.lab_attempt_id,
-                "summary": self.summary, "details_url": self.details_url,
-                "created_at": self.created_at}
+        return {
+            "id": self.id,
+            "session_id": self.lab_session_id,
+            "outcome": self.outcome,
+            "commit_sha": self.commit_sha,
+            "lab_attempt_id": self.lab_attempt_id,
+            "summary": self.summary,
+            "details_url": self.details_url,
+            "created_at": self.created_at,
+        }

@@ -156,7 +156,10 @@ class Store(Protocol):
         """Run read-only `work` against a consistent snapshot (no write lock taken)."""
 
     async def complete_in(
-        self, job_id: int, worker_id: str, now: datetime,
+        self,
+        job_id: int,
+        worker_id: str,
+        now: datetime,
         work: Callable[[LabTx], Awaitable[str]],
     ) -> bool:
         """Run `work` and mark the job completed with its outcome, in ONE transaction.
@@ -193,8 +196,13 @@ class LabTx(Protocol):
     now: str  # the transaction's timestamp, fixed-width UTC text
 
     async def audit(
-        self, action: str, *, actor: str, subject: tuple[str, int | str] | None = None,
-        guid: str | None = None, detail: dict[str, Any] | None = None,
+        self,
+        action: str,
+        *,
+        actor: str,
+        subject: tuple[str, int | str] | None = None,
+        guid: str | None = None,
+        detail: dict[str, Any] | None = None,
     ) -> None: ...
 
     async def enqueue_job(
@@ -217,7 +225,10 @@ class LabTx(Protocol):
     ) -> model.LabVersion: ...
 
     async def create_session(
-        self, user_id: int, lab_version: model.LabVersion, status: lifecycle.Status,
+        self,
+        user_id: int,
+        lab_version: model.LabVersion,
+        status: lifecycle.Status,
         user_fork_url: str | None,
     ) -> model.Session: ...
 
@@ -239,17 +250,13 @@ class LabTx(Protocol):
     async def rename_repository(self, repository: model.Repository) -> bool:
         """Update a mapping's names and installation (id unchanged); False if unmapped."""
 
-    async def set_status(
-        self, session: model.Session, status: lifecycle.Status
-    ) -> model.Session:
+    async def set_status(self, session: model.Session, status: lifecycle.Status) -> model.Session:
         """Move the session if its row version is still `session.version`; else ConflictError."""
 
     async def touch(self, session: model.Session) -> model.Session:
         """Bump last_activity_at (and the row version) without a status change."""
 
-    async def record_commits(
-        self, session_id: int, push: model.Push, delivery_guid: str
-    ) -> int:
+    async def record_commits(self, session_id: int, push: model.Push, delivery_guid: str) -> int:
         """Ledger rows for the push's commits; returns how many were new."""
 
     async def attempt_id(self, session_id: int, commit_sha: str) -> int | None: ...
@@ -259,8 +266,13 @@ class LabTx(Protocol):
     ) -> list[dict[str, Any]]: ...
 
     async def add_verification(
-        self, session_id: int, outcome: str, commit_sha: str | None, summary: str | None,
-        details_url: str | None, idempotency_key: str,
+        self,
+        session_id: int,
+        outcome: str,
+        commit_sha: str | None,
+        summary: str | None,
+        details_url: str | None,
+        idempotency_key: str,
     ) -> model.Verification | None:
         """A new verification row; None if the idempotency key was used before."""
 

@@ -436,7 +436,10 @@ class SqliteStore:
                 raise _translate(exc) from exc
 
     async def complete_in(
-        self, job_id: int, worker_id: str, now: datetime,
+        self,
+        job_id: int,
+        worker_id: str,
+        now: datetime,
         work: Callable[[base.LabTx], Awaitable[str]],
     ) -> bool:
         stamp = timeutil.to_text(now)
