@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -74,7 +75,15 @@ def cmd_serve(args: argparse.Namespace, config: settings.Settings) -> int:
             timeout_graceful_shutdown=int(config.server.shutdown_grace_seconds) + 1,
         )
     )
-    server.run()
+    # uvicorn re-raises the stop signal after its graceful shutdown; under the
+    # default SIGTERM disposition that would kill us with -15 after a clean
+    # stop. A recording handler turns the re-raised signal into a no-op.
+    stopped_by: list[int] = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: stopped_by.append(signum))
+    try:
+        server.run()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return EXIT_OK if server.started else EXIT_FAILED
 
 
