@@ -103,6 +103,9 @@ class NewSession:
     version: str | None = None
     github_id: int | None = None
     repository: model.Repository | None = None
+    # A repository known only by URL: the session starts ACTIVE and binds to
+    # the repository's id on its first push.
+    user_fork_url: str | None = None
 
 
 async def start_session(
@@ -131,6 +134,9 @@ async def start_session(
             user_id, version, lifecycle.Status.ACTIVE, ledger.normalise_repo_url(repo.html_url)
         )
         await tx.bind_repository(session.id, repo)
+    elif request.user_fork_url:
+        session = await tx.create_session(user_id, version, lifecycle.Status.ACTIVE,
+                                          ledger.normalise_repo_url(request.user_fork_url))
     else:
         session = await tx.create_session(user_id, version, lifecycle.Status.PROVISIONING, None)
         await tx.enqueue_job(
