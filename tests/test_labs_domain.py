@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from forgea_gh import errors, processor, retry, timeutil, webhook
-from forgea_gh.handlers import registry
+from forgea_gh import errors, jobs, processor, retry, timeutil, webhook
+from forgea_gh.handlers import push, registry
 from forgea_gh.labs import lifecycle, model, service
 from forgea_gh.store import sqlite
 from tests import payloads
@@ -140,14 +140,13 @@ async def test_replays_and_redelivered_commits_add_no_rows(
     body = payloads.push([payloads.commit(1), payloads.commit(2)])
     await harness.deliver(body, guid="p-1")
     version_after_first = harness.row("SELECT version FROM lab_sessions")["version"]
-    # The same delivery replayed by an operator.
-    await store.replay(
-        __import__("forgea_gh.store.base", fromlist=["x"]).ReplaySelector(guid="p-1"),
-        timeutil.utcnow(),
-        "test",
-    )
-    job = harness.row("SELECT * FROM jobs WHERE id = 1")
-    assert job["status"] == "completed"  # completed jobs are not replayed
+    # The handler run again on the same delivery (an operator's replay, or a
+    # retry after a crash) writes nothing new.
+    stored = harness.row("SELECT * FROM deliveries WHERE guid = 'p-1'")
+    job_row = harness.row("SELECT * FROM jobs WHERE delivery_id = ?", stored["id"])
+    claimed = jobs.ClaimedJob(jobs.Job.from_row(job_row), jobs.StoredDelivery.from_row(stored))
+    outcome = await store.transaction(lambda tx: push.handle(claimed, tx))
+    assert outcome == f"handled: 0 new of 2 commit(s) on main; session {session.id} VERIFYING"
     # The same commits under a new GUID, and again on another branch.
     again = await harness.deliver(body, guid="p-2")
     assert again["outcome"].startswith("handled: 0 new of 2 commit(s)")
