@@ -135,8 +135,12 @@ async def start_session(
         )
         await tx.bind_repository(session.id, repo)
     elif request.user_fork_url:
-        session = await tx.create_session(user_id, version, lifecycle.Status.ACTIVE,
-                                          ledger.normalise_repo_url(request.user_fork_url))
+        session = await tx.create_session(
+            user_id,
+            version,
+            lifecycle.Status.ACTIVE,
+            ledger.normalise_repo_url(request.user_fork_url),
+        )
     else:
         session = await tx.create_session(user_id, version, lifecycle.Status.PROVISIONING, None)
         await tx.enqueue_job(
