@@ -88,6 +88,32 @@ class ApiSettings(_Section):
     token_file: str = ""
 
 
+class GitHubSettings(_Section):
+    # https://api.github.com, or a GitHub Enterprise Server's https://HOST/api/v3.
+    api_url: str = "https://api.github.com"
+    # A personal or fine-grained access token ("" = none) ...
+    token: SecretStr = SecretStr("")
+    token_file: str = ""
+    # ... or a GitHub App: its id and the path of its PEM private key.
+    app_id: int = Field(0, ge=0)
+    private_key_file: str = ""
+    # The commit status context learners see on their commits.
+    status_context: str = "forgea/verification"
+    # Account (user or organisation) that owns provisioned lab repositories.
+    owner: str = ""
+    # Longest wait for a rate limit inside one job; longer waits reschedule the job.
+    max_wait_seconds: float = Field(60.0, ge=0)
+    # Per-request timeout.
+    timeout_seconds: float = Field(10.0, gt=0)
+
+    @pydantic.field_validator("api_url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        if not url.startswith(("https://", "http://")):
+            raise ValueError("must be an http(s) URL")
+        return url.rstrip("/")
+
+
 class LabsSettings(_Section):
     # Sessions ACTIVE or VERIFYING with no activity for this many days become
     # EXPIRED (checked hourly); 0 disables expiry.
@@ -120,6 +146,7 @@ class Settings(BaseSettings):
     worker: WorkerSettings = WorkerSettings()
     status: StatusSettings = StatusSettings()
     api: ApiSettings = ApiSettings()
+    github: GitHubSettings = GitHubSettings()
     labs: LabsSettings = LabsSettings()
     retention: RetentionSettings = RetentionSettings()
     log: LogSettings = LogSettings()
@@ -148,6 +175,20 @@ class Settings(BaseSettings):
         if self.status.token_file:
             return _read_secret_file("status.token_file", self.status.token_file).strip()
         return self.status.token.get_secret_value()
+
+    def github_token(self) -> str:
+        if self.github.token_file:
+            return _read_secret_file("github.token_file", self.github.token_file).strip()
+        return self.github.token.get_secret_value()
+
+    def github_private_key(self) -> str:
+        if not self.github.private_key_file:
+            return ""
+        return _read_secret_file("github.private_key_file", self.github.private_key_file)
+
+    def github_configured(self) -> bool:
+        """Whether forgea-gh may call GitHub (commit statuses, provisioning, redelivery)."""
+        return bool(self.github_token() or (self.github.app_id and self.github.private_key_file))
 
     def api_token(self) -> str:
         if self.api.token_file:
