@@ -114,6 +114,28 @@ class GitHubSettings(_Section):
         return url.rstrip("/")
 
 
+class RedeliverySettings(_Section):
+    # How often the reconciler asks GitHub for failed deliveries (needs hooks
+    # or app = true, and GitHub credentials).
+    interval_minutes: float = Field(15, gt=0)
+    # Repository hooks to reconcile, as "owner/repo#hook_id".
+    hooks: list[str] = Field(default_factory=list)
+    # Also reconcile the GitHub App's own webhook (needs App credentials).
+    app: bool = False
+
+    @pydantic.field_validator("hooks")
+    @classmethod
+    def _hook_refs(cls, hooks: list[str]) -> list[str]:
+        for hook in hooks:
+            repo, _, hook_id = hook.partition("#")
+            if repo.count("/") != 1 or not hook_id.isdigit():
+                raise ValueError(f"{hook!r} is not owner/repo#hook_id")
+        return hooks
+
+    def enabled(self) -> bool:
+        return bool(self.hooks) or self.app
+
+
 class LabsSettings(_Section):
     # Sessions ACTIVE or VERIFYING with no activity for this many days become
     # EXPIRED (checked hourly); 0 disables expiry.
@@ -147,6 +169,7 @@ class Settings(BaseSettings):
     status: StatusSettings = StatusSettings()
     api: ApiSettings = ApiSettings()
     github: GitHubSettings = GitHubSettings()
+    redelivery: RedeliverySettings = RedeliverySettings()
     labs: LabsSettings = LabsSettings()
     retention: RetentionSettings = RetentionSettings()
     log: LogSettings = LogSettings()

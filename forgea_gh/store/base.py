@@ -278,6 +278,25 @@ class LabTx(Protocol):
 
     async def stored_response(self, scope: str, key: str) -> StoredResponse | None: ...
 
+    async def stored_guids(self, guids: list[str]) -> set[str]:
+        """Which of these delivery GUIDs are stored (for any hook)."""
+
+    async def redeliveries_asked(self, hook: str, guids: list[str]) -> set[str]:
+        """Which of these GUIDs the reconciler already asked GitHub to redeliver for `hook`."""
+
+    async def record_redelivery(
+        self,
+        hook: str,
+        guid: str,
+        github_delivery_id: int,
+        event: str | None,
+        action: str | None,
+        outcome: str,
+    ) -> None: ...
+
+    async def redelivery_counts(self) -> dict[str, Any]:
+        """{"requested": n, "failed": n, "last_requested_at": text | None}."""
+
     async def store_response(
         self, scope: str, key: str, request_hash: str, status_code: int, body: dict[str, Any]
     ) -> None: ...

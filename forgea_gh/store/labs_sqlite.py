@@ -289,6 +289,49 @@ class SqliteLabTx:
             created_at=row["created_at"],
         )
 
+    async def stored_guids(self, guids: list[str]) -> set[str]:
+        rows = await self.db.execute_fetchall(
+            Q["stored_guids"], {"guids": orjson.dumps(guids).decode()}
+        )
+        return {r["guid"] for r in rows}
+
+    async def redeliveries_asked(self, hook: str, guids: list[str]) -> set[str]:
+        rows = await self.db.execute_fetchall(
+            Q["redeliveries_asked"], {"hook": hook, "guids": orjson.dumps(guids).decode()}
+        )
+        return {r["guid"] for r in rows}
+
+    async def record_redelivery(
+        self,
+        hook: str,
+        guid: str,
+        github_delivery_id: int,
+        event: str | None,
+        action: str | None,
+        outcome: str,
+    ) -> None:
+        await self.db.execute(
+            Q["insert_redelivery"],
+            {
+                "hook": hook,
+                "guid": guid,
+                "delivery_id": github_delivery_id,
+                "event": event,
+                "action": action,
+                "outcome": outcome,
+                "now": self.now,
+            },
+        )
+
+    async def redelivery_counts(self) -> dict[str, Any]:
+        row = await self._one(Q["redelivery_counts"], {})
+        assert row is not None
+        return {
+            "requested": row["requested"] or 0,
+            "failed": row["failed"] or 0,
+            "last_requested_at": row["last"],
+        }
+
     async def stored_response(self, scope: str, key: str) -> base.StoredResponse | None:
         row = await self._one(Q["stored_response"], {"scope": scope, "key": key})
         if row is None:

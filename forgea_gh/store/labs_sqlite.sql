@@ -117,3 +117,25 @@ SELECT request_hash, status_code, response FROM idempotency_keys WHERE scope = :
 -- Remember the answer to an idempotency key.
 INSERT INTO idempotency_keys (scope, key, request_hash, status_code, response, created_at)
 VALUES (:scope, :key, :request_hash, :status_code, :response, :now);
+
+-- name: stored_guids
+-- Which of the given GUIDs have a stored delivery.
+SELECT DISTINCT guid FROM deliveries WHERE guid IN (SELECT value FROM json_each(:guids));
+
+-- name: redeliveries_asked
+-- Which of the given GUIDs were already asked for on this hook.
+SELECT guid FROM redelivery_requests
+WHERE hook = :hook AND guid IN (SELECT value FROM json_each(:guids));
+
+-- name: insert_redelivery
+-- Remember a redelivery request (once per hook and GUID).
+INSERT INTO redelivery_requests (hook, guid, github_delivery_id, event, action, outcome,
+                                 requested_at)
+VALUES (:hook, :guid, :delivery_id, :event, :action, :outcome, :now)
+ON CONFLICT (hook, guid) DO NOTHING;
+
+-- name: redelivery_counts
+-- How many redeliveries were asked for, and when last.
+SELECT sum(outcome = 'requested') AS requested, sum(outcome <> 'requested') AS failed,
+       max(requested_at) AS last
+FROM redelivery_requests;
