@@ -24,9 +24,10 @@ from forgea_gh import scheduler as scheduler_mod
 from forgea_gh import store as store_mod
 from forgea_gh.handlers import registry
 from forgea_gh.handlers import router as router_mod
+from forgea_gh.labs import service
 from forgea_gh.store import base
+from forgea_gh.web import api, status
 from forgea_gh.web import receiver as receiver_mod
-from forgea_gh.web import status
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,11 @@ def build(
     clock: timeutil.Clock = timeutil.utcnow,
 ) -> Starlette:
     store = store_mod.from_settings(config)
+    github_configured = config.github_configured()
+    # Without GitHub credentials no outbound job is ever created.
+    reporting = service.Reporting(
+        enabled=github_configured, max_attempts=config.worker.max_attempts
+    )
     processor = None
     if role in (Role.WORKER, Role.ALL):
         processor = processor_mod.Processor(
@@ -112,8 +118,15 @@ def build(
         store,
         token=config.status_token(),
         scheduler_running=daemon.scheduler_running if processor is not None else None,
-        github_reporting=False,  # no GitHub client yet: nothing is reported back
+        github_reporting=reporting.enabled,
         clock=clock,
+    )
+    routes += api.routes(
+        store,
+        token=config.api_token(),
+        max_attempts=config.worker.max_attempts,
+        reporting=reporting,
+        can_provision=github_configured,
     )
     if receiver is not None:
         routes.append(Route("/webhooks/github", receiver.handle, methods=["POST"]))

@@ -19,12 +19,15 @@ import orjson
 from forgea_gh import app as app_mod
 from forgea_gh import errors, logs, settings, timeutil, webhook
 from forgea_gh import store as store_mod
+from forgea_gh.labs import ledger, lifecycle, model, service
 from forgea_gh.store import base
 from forgea_gh.web import status as status_mod
 
 T = TypeVar("T")
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+ACTOR = "cli"
+MAX_PAGE = 500
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -244,6 +247,113 @@ def cmd_prune(args: argparse.Namespace, config: settings.Settings) -> int:
     return EXIT_OK
 
 
+def cmd_labs_add(args: argparse.Namespace, config: settings.Settings) -> int:
+    if args.ref is not None and args.version is None:
+        return _usage("--ref needs --version")
+
+    async def work(tx: base.LabTx) -> tuple[model.Lab, model.LabVersion | None]:
+        lab = await service.create_lab(tx, args.slug, args.title, args.template, actor=ACTOR)
+        if args.version is None:
+            return lab, None
+        _, version = await service.add_version(
+            tx, lab.slug, args.version, args.ref or "main", actor=ACTOR
+        )
+        return lab, version
+
+    lab, version = _run_with_store(config, lambda store: store.transaction(work))
+    if args.json:
+        _print_json(
+            {"lab": lab.to_json(), "version": version.to_json(lab.slug) if version else None}
+        )
+        return EXIT_OK
+    print(f"lab {lab.slug} (id {lab.id}): {lab.title}, template {lab.template_repository}")
+    if version is not None:
+        print(f"version {version.version} (template ref {version.template_ref})")
+    return EXIT_OK
+
+
+def cmd_labs_versions_add(args: argparse.Namespace, config: settings.Settings) -> int:
+    async def work(tx: base.LabTx) -> tuple[model.Lab, model.LabVersion]:
+        return await service.add_version(tx, args.slug, args.version, args.ref, actor=ACTOR)
+
+    lab, version = _run_with_store(config, lambda store: store.transaction(work))
+    if args.json:
+        _print_json(version.to_json(lab.slug))
+    else:
+        print(f"lab {lab.slug}: version {version.version} (template ref {version.template_ref})")
+    return EXIT_OK
+
+
+def cmd_sessions_create(args: argparse.Namespace, config: settings.Settings) -> int:
+    if (args.repo_id is None) != (args.repo_url is None):
+        return _usage("--repo-id and --repo-url go together: give both or neither")
+    if args.repo_name is not None and args.repo_id is None:
+        return _usage("--repo-name needs --repo-id and --repo-url")
+    repository = None
+    if args.repo_id is not None:
+        repository = ledger.repository_at(args.repo_id, args.repo_url, args.repo_name)
+    request = service.NewSession(
+        lab=args.lab,
+        login=args.user,
+        version=args.version,
+        github_id=args.github_id,
+        repository=repository,
+    )
+
+    async def work(tx: base.LabTx) -> model.Session:
+        return await service.start_session(
+            tx,
+            request,
+            actor=ACTOR,
+            max_attempts=config.worker.max_attempts,
+            can_provision=config.github_configured(),
+        )
+
+    session = _run_with_store(config, lambda store: store.transaction(work))
+    if args.json:
+        _print_json(session.to_json())
+        return EXIT_OK
+    _print_session(session)
+    if session.status is lifecycle.Status.PROVISIONING:
+        print(f"a {service.PROVISION_REPO} job is queued for it")
+    return EXIT_OK
+
+
+def cmd_sessions_show(args: argparse.Namespace, config: settings.Settings) -> int:
+    session = _run_with_store(
+        config, lambda store: store.read(lambda tx: service.require_session(tx, args.session_id))
+    )
+    if args.json:
+        _print_json(session.to_json())
+    else:
+        _print_session(session)
+    return EXIT_OK
+
+
+def cmd_sessions_list(args: argparse.Namespace, config: settings.Settings) -> int:
+    filters = base.SessionFilter(status=args.status, lab=args.lab, user=args.user)
+    rows = _run_with_store(
+        config,
+        lambda store: store.read(lambda tx: tx.sessions(filters, args.cursor, args.limit + 1)),
+    )
+    items = rows[: args.limit]
+    next_cursor = str(items[-1].id) if len(rows) > args.limit else None
+    if args.json:
+        _print_json({"items": [s.to_json() for s in items], "next_cursor": next_cursor})
+        return EXIT_OK
+    if not items:
+        print("no sessions")
+    for s in items:
+        repo = s.repository.full_name if s.repository else "-"
+        print(
+            f"{s.id:>8}  {s.status:<19} {s.lab_slug + '@' + s.lab_version:<24} "
+            f"{s.user_login:<20} {repo:<30} {s.last_activity_at}"
+        )
+    if next_cursor:
+        print(f"more: --cursor {next_cursor}")
+    return EXIT_OK
+
+
 # -- plumbing ----------------------------------------------------------------
 
 
@@ -257,6 +367,31 @@ def _run_with_store(config: settings.Settings, work: Callable[[base.Store], Awai
             await store.close()
 
     return asyncio.run(run())
+
+
+def _usage(message: str) -> int:
+    print(f"forgea-gh: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _print_session(session: model.Session) -> None:
+    user = session.user_login
+    if session.user_github_id is not None:
+        user += f" (github id {session.user_github_id})"
+    repo = "-"
+    if session.repository is not None:
+        r = session.repository
+        repo = f"{r.full_name} (id {r.provider_repo_id}) {r.html_url}"
+    print(f"session {session.id}: {session.status}")
+    for label, value in (
+        ("lab", f"{session.lab_slug} {session.lab_version}"),
+        ("user", user),
+        ("repository", repo),
+        ("started at", session.started_at),
+        ("last activity", session.last_activity_at),
+        ("completed at", session.completed_at or "-"),
+    ):
+        print(f"  {label + ':':<15}{value}")
 
 
 def _print_json(data: Any) -> None:
@@ -278,6 +413,13 @@ def _positive_days(text: str) -> float:
     value = float(text)
     if value < 0:
         raise argparse.ArgumentTypeError("must be 0 or more")
+    return value
+
+
+def _page_size(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= MAX_PAGE:
+        raise argparse.ArgumentTypeError(f"must be from 1 to {MAX_PAGE}")
     return value
 
 
@@ -357,4 +499,64 @@ def _parser() -> argparse.ArgumentParser:
     )
     prune.add_argument("--older-than", type=_positive_days, required=True, metavar="DAYS")
     prune.set_defaults(command=cmd_prune)
+
+    labs = commands.add_parser("labs", help="labs and their versions").add_subparsers(
+        metavar="ACTION", required=True
+    )
+    lab_add = labs.add_parser(
+        "add", parents=[common, as_json], help="add a lab (and, with --version, its first version)"
+    )
+    lab_add.add_argument("slug")
+    lab_add.add_argument("--title", required=True)
+    lab_add.add_argument("--template", required=True, metavar="OWNER/NAME")
+    lab_add.add_argument("--version", help="also add this first version")
+    lab_add.add_argument("--ref", help="with --version: the template's git ref (default: main)")
+    lab_add.set_defaults(command=cmd_labs_add)
+    versions = labs.add_parser("versions", help="lab versions").add_subparsers(
+        metavar="ACTION", required=True
+    )
+    version_add = versions.add_parser(
+        "add", parents=[common, as_json], help="add a version to a lab"
+    )
+    version_add.add_argument("slug")
+    version_add.add_argument("version")
+    version_add.add_argument("--ref", default="main", help="the template's git ref")
+    version_add.set_defaults(command=cmd_labs_versions_add)
+
+    sessions = commands.add_parser("sessions", help="lab sessions").add_subparsers(
+        metavar="ACTION", required=True
+    )
+    create = sessions.add_parser(
+        "create",
+        parents=[common, as_json],
+        help="start a session: bound to an existing repository, or one to provision",
+    )
+    create.add_argument("--lab", required=True, metavar="SLUG")
+    create.add_argument("--user", required=True, metavar="LOGIN")
+    create.add_argument("--github-id", type=int, help="the user's GitHub id")
+    create.add_argument("--version", help="the lab version (default: the latest)")
+    create.add_argument(
+        "--repo-id", type=int, help="bind this GitHub repository id (no GitHub call)"
+    )
+    create.add_argument("--repo-url", metavar="URL", help="with --repo-id: its html_url")
+    create.add_argument(
+        "--repo-name",
+        metavar="OWNER/NAME",
+        help="with --repo-id: its full name (default: from URL)",
+    )
+    create.set_defaults(command=cmd_sessions_create)
+    session_show = sessions.add_parser("show", parents=[common, as_json], help="one session")
+    session_show.add_argument("session_id", type=int, metavar="ID")
+    session_show.set_defaults(command=cmd_sessions_show)
+    session_list = sessions.add_parser(
+        "list", parents=[common, as_json], help="sessions, newest first"
+    )
+    session_list.add_argument(
+        "--status", type=str.upper, choices=[s.value for s in lifecycle.Status]
+    )
+    session_list.add_argument("--lab", metavar="SLUG")
+    session_list.add_argument("--user", metavar="LOGIN")
+    session_list.add_argument("--limit", type=_page_size, default=50)
+    session_list.add_argument("--cursor", type=int, help="a next cursor printed by a list")
+    session_list.set_defaults(command=cmd_sessions_list)
     return parser

@@ -74,3 +74,7 @@ class ValidationError(ForgeaError):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
+
+
+class UnavailableError(ForgeaError):
+    """A feature needs something this daemon does not have (e.g. GitHub credentials)."""

@@ -9,6 +9,8 @@ together with `completed`, so a crash or a replay never half-records a push.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from forgea_gh import errors, jobs
 from forgea_gh.labs import ledger, lifecycle, model, service
 from forgea_gh.store import base
@@ -16,7 +18,20 @@ from forgea_gh.store import base
 ACTOR = "github:push"
 
 
-async def handle(claimed: jobs.ClaimedJob, tx: base.LabTx) -> str:
+def handler(
+    reporting: service.Reporting,
+) -> Callable[[jobs.ClaimedJob, base.LabTx], Awaitable[str]]:
+    """The push handler; with reporting on, a new verification request posts `pending`."""
+
+    async def handle_push(claimed: jobs.ClaimedJob, tx: base.LabTx) -> str:
+        return await handle(claimed, tx, reporting)
+
+    return handle_push
+
+
+async def handle(
+    claimed: jobs.ClaimedJob, tx: base.LabTx, reporting: service.Reporting = service.NO_REPORTING
+) -> str:
     delivery = claimed.delivery
     assert delivery is not None
     try:

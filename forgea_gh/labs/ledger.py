@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from forgea_gh import errors
 from forgea_gh.labs import model
@@ -22,6 +23,23 @@ def normalise_repo_url(url: str) -> str:
     while text.endswith("/"):
         text = text[:-1]
     return text
+
+
+def repository_at(repo_id: int, html_url: str, full_name: str | None = None) -> model.Repository:
+    """An existing GitHub repository to bind; `full_name` defaults to html_url's owner/name."""
+    parts = urlsplit(html_url.strip())
+    path = parts.path.strip("/").removesuffix(".git").split("/")
+    if parts.scheme not in ("http", "https") or not parts.netloc or len(path) != 2 or "" in path:
+        raise errors.ValidationError(
+            "repository.html_url", "must be a repository URL like https://github.com/owner/name"
+        )
+    if repo_id <= 0:
+        raise errors.ValidationError("repository.id", "must be a positive integer")
+    return model.Repository(
+        provider_repo_id=repo_id,
+        full_name=full_name if full_name is not None else "/".join(path),
+        html_url=html_url.strip(),
+    )
 
 
 def repository_of(payload: Mapping[str, Any]) -> model.Repository:

@@ -19,12 +19,65 @@ COMMIT_STATUS = "commit_status"
 
 _SLUG = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
 _REPO_NAME = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")
-_SHA = re.compile(r"[0-9a-f]{7,64}")
+# A full commit id: SHA-1 (40) or, in SHA-256 repositories, 64 hex digits.
+_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+# Commit status state for each verification outcome.
+# https://docs.github.com/en/rest/commits/statuses#create-a-commit-status
+STATES = {"requested": "pending", "passed": "success", "failed": "failure", "error": "error"}
+DESCRIPTIONS = {
+    "pending": "Forgea is verifying this commit",
+    "success": "Lab verification passed",
+    "failure": "Lab verification failed",
+    "error": "Lab verification could not run",
+}
 OUTCOMES = {
     "passed": lifecycle.Status.COMPLETED,
     "failed": lifecycle.Status.ACTIVE,
     "error": lifecycle.Status.ACTIVE,
 }
+
+
+@dataclass(frozen=True, slots=True)
+class Reporting:
+    """Whether verification states go back to GitHub as commit statuses.
+
+    Off when no GitHub credentials are configured: then no outbound job is
+    ever created, rather than jobs that could only fail.
+    """
+
+    enabled: bool = False
+    max_attempts: int = 8
+
+
+NO_REPORTING = Reporting()
+
+
+async def report(
+    tx: base.LabTx,
+    reporting: Reporting,
+    session: model.Session,
+    sha: str,
+    outcome: str,
+    *,
+    summary: str | None = None,
+    details_url: str | None = None,
+) -> int | None:
+    """Queue a commit status job for a verification outcome (once per session, sha, state)."""
+    if not reporting.enabled or session.repository is None:
+        return None
+    state = STATES[outcome]
+    return await tx.enqueue_job(
+        COMMIT_STATUS,
+        f"{COMMIT_STATUS}:{session.id}:{sha}:{state}",
+        {
+            "session_id": session.id,
+            "sha": sha,
+            "state": state,
+            "description": (summary or DESCRIPTIONS[state])[:140],
+            "target_url": details_url,
+        },
+        reporting.max_attempts,
+    )
 
 
 async def transition(
@@ -69,9 +122,10 @@ async def add_version(
     tx: base.LabTx, slug: str, version: str, template_ref: str, *, actor: str
 ) -> tuple[model.Lab, model.LabVersion]:
     lab = await require_lab(tx, slug)
-    if not version.strip() or len(version) > 64:
+    version, template_ref = version.strip(), template_ref.strip()
+    if not version or len(version) > 64:
         raise errors.ValidationError("version", "must be 1-64 characters")
-    if not template_ref.strip():
+    if not template_ref:
         raise errors.ValidationError("template_ref", "must not be empty")
     if await tx.lab_version(lab.id, version) is not None:
         raise errors.ConflictError(f"lab {slug!r} has a version {version!r} already")
@@ -109,9 +163,18 @@ class NewSession:
 
 
 async def start_session(
-    tx: base.LabTx, request: NewSession, *, actor: str, max_attempts: int
+    tx: base.LabTx,
+    request: NewSession,
+    *,
+    actor: str,
+    max_attempts: int,
+    can_provision: bool = True,
 ) -> model.Session:
-    """A session bound to an existing repository (ACTIVE), or one to provision (PROVISIONING)."""
+    """A session bound to an existing repository (ACTIVE), or one to provision (PROVISIONING).
+
+    Provisioning needs GitHub: without credentials (`can_provision` False) a
+    session without a repository is refused with UnavailableError.
+    """
     lab = await require_lab(tx, request.lab)
     version = await tx.lab_version(lab.id, request.version)
     if version is None:
@@ -122,6 +185,11 @@ async def start_session(
         )
     if not request.login.strip():
         raise errors.ValidationError("user.login", "must not be empty")
+    if request.repository is None and not request.user_fork_url and not can_provision:
+        raise errors.UnavailableError(
+            "repository provisioning needs GitHub credentials (github.token, or github.app_id "
+            "and github.private_key_file); or bind an existing repository"
+        )
     user_id, _, _ = await tx.user(request.login.strip(), request.github_id)
     repo = request.repository
     if repo is not None:
@@ -180,13 +248,14 @@ async def record_result(
     idempotency_key: str,
     *,
     actor: str,
+    reporting: Reporting = NO_REPORTING,
 ) -> tuple[model.Verification, model.Session]:
     """Append a verification result and move the session (VERIFYING → COMPLETED or ACTIVE)."""
     if result.outcome not in OUTCOMES:
         raise errors.ValidationError("outcome", "must be passed, failed or error")
     sha = result.commit_sha.lower()
     if not _SHA.fullmatch(sha):
-        raise errors.ValidationError("commit_sha", "must be a hexadecimal commit id")
+        raise errors.ValidationError("commit_sha", "must be a full 40-hex-digit commit id")
     if result.summary is not None and len(result.summary) > 4000:
         raise errors.ValidationError("summary", "must be at most 4000 characters")
     session = await require_session(tx, result.session_id)
@@ -207,6 +276,15 @@ async def record_result(
         raise errors.ConflictError(f"verification key {idempotency_key!r} was used before")
     moved = await transition(
         tx, session, target, actor=actor, reason=f"verification {result.outcome} for {sha}"
+    )
+    await report(
+        tx,
+        reporting,
+        moved,
+        sha,
+        result.outcome,
+        summary=result.summary,
+        details_url=result.details_url,
     )
     return verification, moved
 
