@@ -14,6 +14,7 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+import httpx
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from starlette.applications import Starlette
 from starlette.routing import Route
@@ -22,6 +23,7 @@ from forgea_gh import processor as processor_mod
 from forgea_gh import retry, settings, timeutil
 from forgea_gh import scheduler as scheduler_mod
 from forgea_gh import store as store_mod
+from forgea_gh.github import client as github_client
 from forgea_gh.handlers import registry
 from forgea_gh.handlers import router as router_mod
 from forgea_gh.labs import service
@@ -47,6 +49,7 @@ class Daemon:
     store: base.Store
     processor: processor_mod.Processor | None
     receiver: receiver_mod.Receiver | None
+    github: github_client.GitHubClient | None = None
     scheduler: AsyncIOScheduler | None = field(default=None)
 
     def scheduler_running(self) -> bool:
@@ -67,9 +70,12 @@ def build(
     role: Role = Role.ALL,
     router: router_mod.Router | None = None,
     clock: timeutil.Clock = timeutil.utcnow,
+    github_transport: httpx.AsyncBaseTransport | None = None,
 ) -> Starlette:
+    """The daemon as an ASGI app. `github_transport` lets tests route GitHub calls."""
     store = store_mod.from_settings(config)
-    github_configured = config.github_configured()
+    github = github_client.from_settings(config, transport=github_transport)
+    github_configured = github is not None
     # Without GitHub credentials no outbound job is ever created.
     reporting = service.Reporting(
         enabled=github_configured, max_attempts=config.worker.max_attempts
@@ -78,7 +84,10 @@ def build(
     if role in (Role.WORKER, Role.ALL):
         processor = processor_mod.Processor(
             store,
-            router or registry.default_router(),
+            router
+            or registry.default_router(
+                reporting=reporting, github=github, store=store, config=config
+            ),
             policy_from(config),
             concurrency=config.worker.concurrency,
             lease_seconds=config.worker.lease_seconds,
@@ -93,7 +102,7 @@ def build(
             on_stored=processor.wake if processor else (lambda: None),
             clock=clock,
         )
-    daemon = Daemon(config, role, store, processor, receiver)
+    daemon = Daemon(config, role, store, processor, receiver, github)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -101,7 +110,7 @@ def build(
         try:
             if processor is not None:
                 processor.start()
-                daemon.scheduler = scheduler_mod.build(config, processor, store)
+                daemon.scheduler = scheduler_mod.build(config, processor, store, github)
                 daemon.scheduler.start()
                 processor.wake()  # whatever is due from before the start
             log.info("forgea-gh %s role ready (%s backend)", role.value, store.backend)
@@ -112,6 +121,8 @@ def build(
             if processor is not None:
                 await processor.stop(config.server.shutdown_grace_seconds)
             await store.close()
+            if github is not None:
+                await github.aclose()
             log.info("forgea-gh stopped")
 
     routes: list[Route] = status.routes(

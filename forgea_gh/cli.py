@@ -10,6 +10,7 @@ import signal
 import sys
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -121,7 +122,7 @@ def cmd_db_check(args: argparse.Namespace, config: settings.Settings) -> int:
 
 def cmd_status(args: argparse.Namespace, config: settings.Settings) -> int:
     summary = _run_with_store(config, lambda store: store.status_summary(timeutil.utcnow()))
-    data = status_mod.summary_json(summary, github_reporting=False)
+    data = status_mod.summary_json(summary, github_reporting=config.github_configured())
     if args.json:
         _print_json(data)
         return EXIT_OK
@@ -232,9 +233,63 @@ def cmd_deliver(args: argparse.Namespace, config: settings.Settings) -> int:
     return EXIT_OK if response.is_success else EXIT_FAILED
 
 
-def cmd_prune(args: argparse.Namespace, config: settings.Settings) -> int:
-    from datetime import timedelta
+def cmd_redeliver(args: argparse.Namespace, config: settings.Settings) -> int:
+    from forgea_gh.github import client as github_client
+    from forgea_gh.github import redelivery
 
+    hooks = redelivery.hooks_from(config.redelivery.hooks, config.redelivery.app)
+    if not hooks:
+        raise errors.ConfigError(
+            "redelivery.hooks: no hook to reconcile (set redelivery.hooks or redelivery.app)"
+        )
+    github = github_client.from_settings(config)
+    if github is None:
+        raise errors.ConfigError(
+            "github.token: redelivery needs GitHub credentials (github.token, or "
+            "github.app_id and github.private_key_file)"
+        )
+    client = github
+    since = timeutil.utcnow() - args.since
+
+    async def run(store: base.Store) -> redelivery.Report:
+        try:
+            return await redelivery.reconcile(
+                client, store, hooks, since=since, dry_run=args.dry_run
+            )
+        finally:
+            await client.aclose()
+
+    report = _run_with_store(config, run)
+    if args.json:
+        _print_json(report.to_json() | {"dry_run": args.dry_run})
+    else:
+        verb = "would ask" if args.dry_run else "asked"
+        print(
+            f"{report.listed} deliveries listed, {report.failed} failed GUIDs: "
+            f"{report.stored} stored here, {report.asked_before} asked for before; "
+            f"{verb} GitHub to redeliver {len(report.requested)}"
+        )
+        for guid in report.requested:
+            print(f"  {guid}")
+        for problem in report.errors:
+            print(f"error: {problem}", file=sys.stderr)
+    return EXIT_OK if not report.errors else EXIT_FAILED
+
+
+def _duration(text: str) -> timedelta:
+    """`24h`, `90m`, `3d` or seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    number, unit = (text[:-1], text[-1]) if text[-1:] in units else (text, "s")
+    try:
+        value = float(number)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 24h") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be more than 0")
+    return timedelta(seconds=value * units[unit])
+
+
+def cmd_prune(args: argparse.Namespace, config: settings.Settings) -> int:
     from forgea_gh import scheduler
 
     result = _run_with_store(
@@ -493,6 +548,21 @@ def _parser() -> argparse.ArgumentParser:
     deliver.add_argument("--delivery", help="X-GitHub-Delivery GUID (default: a fresh one)")
     deliver.add_argument("--hook-id", type=int, help="X-GitHub-Hook-ID")
     deliver.set_defaults(command=cmd_deliver)
+
+    redeliver = commands.add_parser(
+        "redeliver",
+        parents=[common, as_json],
+        help="ask GitHub to redeliver failed deliveries that are not stored here",
+    )
+    redeliver.add_argument(
+        "--since",
+        type=_duration,
+        default=timedelta(days=3),
+        metavar="DURATION",
+        help="how far back to look (e.g. 24h; GitHub keeps 3 days)",
+    )
+    redeliver.add_argument("--dry-run", action="store_true", help="list, ask for nothing")
+    redeliver.set_defaults(command=cmd_redeliver)
 
     prune = commands.add_parser(
         "prune", parents=[common, as_json], help="delete old completed jobs and their deliveries"

@@ -181,11 +181,17 @@ class Processor:
         self._wakeup.set()
 
     async def tick(self) -> None:
-        """The scheduler's fallback: rescue expired leases, then look for due work."""
+        """The scheduler's fallback: renew our leases, rescue expired ones, look for work."""
         try:
+            # A job that runs long (GitHub rate limits, slow answers) keeps its
+            # lease while this worker lives; only a dead worker's leases expire.
+            if self._in_flight:
+                await self.store.extend_leases(
+                    sorted(self._in_flight), self.worker_id, self.clock(), self.lease_seconds
+                )
             await self.rescue_expired_leases()
         except errors.StoreError as exc:
-            log.error("lease rescue failed: %s", exc)
+            log.error("lease upkeep failed: %s", exc)
         self.wake()
 
     def start(self) -> None:

@@ -14,6 +14,8 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from forgea_gh import processor as processor_mod
 from forgea_gh import settings, timeutil
+from forgea_gh.github import client as client_mod
+from forgea_gh.github import redelivery
 from forgea_gh.labs import service
 from forgea_gh.store import base
 
@@ -24,7 +26,10 @@ EXPIRY_INTERVAL = timedelta(hours=1)
 
 
 def build(
-    config: settings.Settings, processor: processor_mod.Processor, store: base.Store
+    config: settings.Settings,
+    processor: processor_mod.Processor,
+    store: base.Store,
+    github: client_mod.GitHubClient | None = None,
 ) -> AsyncIOScheduler:
     """A scheduler (not started: start it inside the running loop)."""
     scheduler = AsyncIOScheduler(timezone="UTC")
@@ -45,6 +50,24 @@ def build(
             await expire_sessions(store, ttl)
 
         _every(scheduler, "session-expiry", expire, EXPIRY_INTERVAL)
+    if github is not None and config.redelivery.enabled():
+        hooks = redelivery.hooks_from(config.redelivery.hooks, config.redelivery.app)
+
+        async def reconcile() -> None:
+            report = await redelivery.reconcile(github, store, hooks)
+            if report.requested or report.errors:
+                log.info(
+                    "redelivery: asked for %d failed deliveries; %d error(s)",
+                    len(report.requested),
+                    len(report.errors),
+                )
+
+        _every(
+            scheduler,
+            "redelivery",
+            reconcile,
+            timedelta(minutes=config.redelivery.interval_minutes),
+        )
     return scheduler
 
 

@@ -388,3 +388,29 @@ async def test_closed_store_refuses_work(tmp_path: object, clock: FakeClock) -> 
     await store.close()
     with pytest.raises(errors.StoreError, match="closed"):
         await store.enqueue_delivery(delivery(), clock())
+
+
+async def test_tick_renews_the_leases_of_running_jobs(
+    store: sqlite.SqliteStore, clock: FakeClock
+) -> None:
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def long_running(claimed: jobs.ClaimedJob) -> str:
+        started.set()
+        await release.wait()
+        return "handled: at last"
+
+    proc = make_processor(store, clock, long_running, lease=60)
+    await store.enqueue_delivery(delivery(), clock())
+    task = asyncio.create_task(proc.run_once())
+    await asyncio.wait_for(started.wait(), 5)
+    for _ in range(5):  # five minutes of ticks, each within the lease
+        clock.advance(50)
+        await proc.tick()
+    job = rows(store, "SELECT * FROM jobs")[0]
+    assert (job["status"], job["attempts"]) == ("processing", 1)
+    assert timeutil.from_text(job["locked_until"]) == clock() + timedelta(seconds=60)
+    release.set()
+    await task
+    assert rows(store, "SELECT status FROM jobs")[0][0] == "completed"
+    assert rows(store, "SELECT * FROM job_errors") == []

@@ -45,6 +45,8 @@ class StatusSummary:
     counts: dict[str, dict[str, int]]
     oldest_pending_age_seconds: float | None
     last_processed_at: str | None
+    # Redeliveries the reconciler asked GitHub for: requested, failed, last_requested_at.
+    redelivery: dict[str, Any] = field(default_factory=dict)
 
     def totals(self) -> dict[str, int]:
         return {status: sum(kinds.values()) for status, kinds in self.counts.items()}
@@ -122,6 +124,11 @@ class Store(Protocol):
 
         False if the lease was lost (nothing written).
         """
+
+    async def extend_leases(
+        self, job_ids: list[int], worker_id: str, now: datetime, lease_seconds: float
+    ) -> int:
+        """Renew the leases `worker_id` still holds on these jobs (they are still running)."""
 
     async def release(self, job_ids: list[int], worker_id: str, now: datetime) -> int:
         """Give leased jobs back unfinished (shutdown): pending, the attempt not counted."""

@@ -334,6 +334,21 @@ class SqliteStore:
 
         return await self._write(work)
 
+    async def extend_leases(
+        self, job_ids: list[int], worker_id: str, now: datetime, lease_seconds: float
+    ) -> int:
+        params = {
+            "ids": orjson.dumps(job_ids).decode(),
+            "worker": worker_id,
+            "now": timeutil.to_text(now),
+            "until": timeutil.to_text(timeutil.later(now, lease_seconds)),
+        }
+
+        async def work(db: aiosqlite.Connection) -> int:
+            return (await db.execute(Q["extend_leases"], params)).rowcount
+
+        return await self._write(work) if job_ids else 0
+
     async def release(self, job_ids: list[int], worker_id: str, now: datetime) -> int:
         stamp = timeutil.to_text(now)
 
@@ -462,13 +477,19 @@ class SqliteStore:
             counts_rows = await self._fetch(Q["count_jobs"], {})
             oldest = (await self._fetch(Q["oldest_waiting"], {}))[0]["oldest"]
             last = (await self._fetch(Q["last_completed"], {}))[0]["last"]
+            asked = (await self._fetch(labs_sqlite.Q["redelivery_counts"], {}))[0]
         counts: dict[str, dict[str, int]] = {s.value: {} for s in jobs.JobStatus}
         for row in counts_rows:
             counts.setdefault(row["status"], {})[row["kind"]] = row["n"]
         age = None
         if oldest is not None:
             age = max(0.0, (now - timeutil.from_text(oldest)).total_seconds())
-        return base.StatusSummary(self.backend, counts, age, last)
+        redelivery = {
+            "requested": asked["requested"] or 0,
+            "failed": asked["failed"] or 0,
+            "last_requested_at": asked["last"],
+        }
+        return base.StatusSummary(self.backend, counts, age, last, redelivery)
 
     async def dead_letters(
         self, filters: base.DeadLetterFilter, cursor: str | None, limit: int

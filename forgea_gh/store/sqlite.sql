@@ -78,6 +78,12 @@ SET status = CASE WHEN :retry_at IS NULL THEN 'dead_letter' ELSE 'failed' END,
 WHERE id = :job_id AND status = 'processing' AND locked_by = :worker
 RETURNING id, kind, attempts, delivery_id, status;
 
+-- name: extend_leases
+-- Heartbeat: a worker still running these jobs renews its leases.
+UPDATE jobs
+SET locked_until = :until, updated_at = :now
+WHERE id IN (SELECT value FROM json_each(:ids)) AND status = 'processing' AND locked_by = :worker;
+
 -- name: release_job
 -- Give back a job this worker did not finish; the attempt does not count.
 UPDATE jobs

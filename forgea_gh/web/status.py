@@ -26,6 +26,7 @@ def summary_json(summary: base.StatusSummary, *, github_reporting: bool) -> dict
         "oldest_pending_age_seconds": summary.oldest_pending_age_seconds,
         "last_processed_at": summary.last_processed_at,
         "github_reporting": github_reporting,
+        "redelivery": summary.redelivery,
     }
 
 
