@@ -93,6 +93,7 @@ async def handle(
             reason=f"push of {push.head_sha}",
             guid=guid,
         )
+        await service.report(tx, reporting, session, push.head_sha, "requested")
     return f"handled: {recorded}; session {session.id} {session.status}"
 
 
