@@ -1,13 +1,15 @@
 """The composition root: builds store, processor, scheduler and the web app.
 
 Nothing else constructs these. The lifespan opens them in order and closes
-them in reverse: store, then processor and scheduler; on the way out the
-scheduler stops first, in-flight jobs get a grace period, then the store
+them in reverse: store, then processor and scheduler, then the smee
+forwarder (when `smee.url` is set); on the way out the forwarder stops
+first, then the scheduler, in-flight jobs get a grace period, then the store
 commits what the receiver handed it and closes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import enum
 import logging
@@ -20,7 +22,7 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 
 from forgea_gh import processor as processor_mod
-from forgea_gh import retry, settings, timeutil
+from forgea_gh import retry, settings, smee, timeutil
 from forgea_gh import scheduler as scheduler_mod
 from forgea_gh import store as store_mod
 from forgea_gh.github import client as github_client
@@ -51,6 +53,8 @@ class Daemon:
     receiver: receiver_mod.Receiver | None
     github: github_client.GitHubClient | None = None
     scheduler: AsyncIOScheduler | None = field(default=None)
+    smee_forwarder: smee.Forwarder | None = None
+    smee_task: asyncio.Task[None] | None = None
 
     def scheduler_running(self) -> bool:
         return self.scheduler is not None and self.scheduler.running
@@ -99,10 +103,14 @@ def build(
             store,
             config.require_webhook_secrets(),
             max_body_bytes=config.webhook.max_body_bytes,
+            accept_reserialized=config.webhook.accept_reserialized,
             on_stored=processor.wake if processor else (lambda: None),
             clock=clock,
         )
     daemon = Daemon(config, role, store, processor, receiver, github)
+    if config.smee.url and receiver is not None:
+        # Forwarded over HTTP like any delivery, so it takes the same path.
+        daemon.smee_forwarder = smee.Forwarder(config.smee.url, config.smee_target())
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -113,9 +121,16 @@ def build(
                 daemon.scheduler = scheduler_mod.build(config, processor, store, github)
                 daemon.scheduler.start()
                 processor.wake()  # whatever is due from before the start
+            if daemon.smee_forwarder is not None:
+                daemon.smee_task = asyncio.create_task(daemon.smee_forwarder.run(), name="smee")
             log.info("forgea-gh %s role ready (%s backend)", role.value, store.backend)
             yield
         finally:
+            if daemon.smee_task is not None:
+                daemon.smee_task.cancel()
+                # It never ends on its own; whatever it ended with, go on closing.
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await daemon.smee_task
             if daemon.scheduler is not None and daemon.scheduler.running:
                 daemon.scheduler.shutdown(wait=False)
             if processor is not None:

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import signal
 import sys
+import urllib.parse
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
@@ -56,12 +58,33 @@ def cmd_serve(args: argparse.Namespace, config: settings.Settings) -> int:
     import uvicorn
 
     role = app_mod.Role(args.role)
+    overrides: dict[str, Any] = {}
+    if args.host:
+        overrides["host"] = args.host
+    if args.port is not None:
+        overrides["port"] = args.port
+    if overrides:
+        # Into the settings, so the smee forwarder's default target follows them.
+        config = config.model_copy(update={"server": config.server.model_copy(update=overrides)})
     if role is not app_mod.Role.WORKER:
         config.require_webhook_secrets()
         if config.uses_development_secret():
             print(
                 "forgea-gh: WARNING: webhook.secrets holds the development secret from "
                 "config.example.toml; anyone can sign deliveries. Use it for local runs only.",
+                file=sys.stderr,
+            )
+        if config.webhook.accept_reserialized:
+            print(
+                "forgea-gh: WARNING: webhook.accept_reserialized is on: deliveries whose bytes "
+                "were re-encoded on the way (smee.io) are accepted when GitHub signed a "
+                "canonical encoding of the same document. Meant for local forwarding only.",
+                file=sys.stderr,
+            )
+        elif config.smee.url:
+            print(
+                "forgea-gh: note: smee.url is set but webhook.accept_reserialized is off: "
+                "deliveries smee.io re-encoded will be refused (401).",
                 file=sys.stderr,
             )
     # Open the store once before serving, so a bad database path or schema
@@ -71,8 +94,8 @@ def cmd_serve(args: argparse.Namespace, config: settings.Settings) -> int:
     server = uvicorn.Server(
         uvicorn.Config(
             web_app,
-            host=args.host or config.server.host,
-            port=args.port if args.port is not None else config.server.port,
+            host=config.server.host,
+            port=config.server.port,
             log_config=None,
             access_log=False,
             lifespan="on",
@@ -202,9 +225,18 @@ def cmd_replay(args: argparse.Namespace, config: settings.Settings) -> int:
 def cmd_deliver(args: argparse.Namespace, config: settings.Settings) -> int:
     secret = config.require_webhook_secrets()[0]
     body = Path(args.file).read_bytes()
+    content_type = webhook.JSON
+    if args.form:
+        # As a hook with content type application/x-www-form-urlencoded: the
+        # JSON goes in payload=, and the signature covers the form body.
+        try:
+            body = urllib.parse.urlencode({"payload": body.decode("utf-8")}).encode("ascii")
+        except UnicodeDecodeError:
+            return _usage(f"{args.file} is not UTF-8 text")
+        content_type = webhook.FORM
     guid = args.delivery or str(uuid.uuid4())
     headers = {
-        "Content-Type": webhook.JSON,
+        "Content-Type": content_type,
         "User-Agent": "GitHub-Hookshot/forgea-gh-deliver",
         "X-GitHub-Event": args.event,
         "X-GitHub-Delivery": guid,
@@ -212,8 +244,7 @@ def cmd_deliver(args: argparse.Namespace, config: settings.Settings) -> int:
     }
     if args.hook_id is not None:
         headers["X-GitHub-Hook-ID"] = str(args.hook_id)
-    host = config.server.host if config.server.host not in ("0.0.0.0", "::") else "127.0.0.1"
-    url = f"http://{host}:{config.server.port}/webhooks/github"
+    url = args.url or config.receiver_url()
     try:
         response = httpx.post(url, content=body, headers=headers, timeout=10.0)
     except httpx.HTTPError as exc:
@@ -231,6 +262,35 @@ def cmd_deliver(args: argparse.Namespace, config: settings.Settings) -> int:
     else:
         print(f"{response.status_code} {response.text.strip()}")
     return EXIT_OK if response.is_success else EXIT_FAILED
+
+
+def cmd_smee(args: argparse.Namespace, config: settings.Settings) -> int:
+    from forgea_gh import smee
+
+    source = args.url or config.smee.url
+    if not source:
+        return _usage(
+            "no channel: give its URL (forgea-gh smee https://smee.io/...) or set smee.url"
+        )
+    target = args.target or config.smee_target()
+    for name, url in (("channel", source), ("--target", target)):
+        if not url.startswith(("https://", "http://")):
+            return _usage(f"{name} {url!r} is not an http(s) URL")
+    print(
+        f"forgea-gh: forwarding {source} to {target} (Ctrl-C stops). The receiver needs "
+        "webhook.accept_reserialized = true for bodies smee.io re-encoded.",
+        file=sys.stderr,
+    )
+
+    async def run() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await smee.Forwarder(source, target).run()
+
+    asyncio.run(run())
+    return EXIT_OK
 
 
 def cmd_redeliver(args: argparse.Namespace, config: settings.Settings) -> int:
@@ -547,7 +607,31 @@ def _parser() -> argparse.ArgumentParser:
     deliver.add_argument("--event", required=True, help="X-GitHub-Event, e.g. push")
     deliver.add_argument("--delivery", help="X-GitHub-Delivery GUID (default: a fresh one)")
     deliver.add_argument("--hook-id", type=int, help="X-GitHub-Hook-ID")
+    deliver.add_argument(
+        "--form",
+        action="store_true",
+        help="send it form-encoded (payload=JSON), as a hook with that content type does",
+    )
+    deliver.add_argument(
+        "--url",
+        help="POST to this URL (default: http://server.host:server.port/webhooks/github)",
+    )
     deliver.set_defaults(command=cmd_deliver)
+
+    smee_cmd = commands.add_parser(
+        "smee",
+        parents=[common],
+        help="forward a smee.io channel to a receiver (runs until stopped)",
+    )
+    smee_cmd.add_argument(
+        "url", nargs="?", help="the channel, e.g. https://smee.io/AbCdEf (default: smee.url)"
+    )
+    smee_cmd.add_argument(
+        "--target",
+        metavar="URL",
+        help="where to POST deliveries (default: smee.target, else this config's receiver)",
+    )
+    smee_cmd.set_defaults(command=cmd_smee)
 
     redeliver = commands.add_parser(
         "redeliver",

@@ -66,6 +66,9 @@ class WebhookSettings(_Section):
     secrets_file: str = ""
     # GitHub caps payloads at 25 MB.
     max_body_bytes: int = Field(26_214_400, gt=0)
+    # Local forwarding only (smee.io): when the raw body does not verify, also
+    # accept a JSON body when GitHub signed a canonical re-encoding of it.
+    accept_reserialized: bool = False
 
 
 class WorkerSettings(_Section):
@@ -142,6 +145,21 @@ class LabsSettings(_Section):
     session_ttl_days: float = Field(0, ge=0)
 
 
+class SmeeSettings(_Section):
+    # A smee.io channel (https://smee.io/...) that `serve` forwards into its own
+    # receiver ("" = none).
+    url: str = ""
+    # Where forwarded deliveries go ("" = this daemon's /webhooks/github).
+    target: str = ""
+
+    @pydantic.field_validator("url", "target")
+    @classmethod
+    def _http_url_or_empty(cls, url: str) -> str:
+        if url and not url.startswith(("https://", "http://")):
+            raise ValueError("must be an http(s) URL or empty")
+        return url
+
+
 class RetentionSettings(_Section):
     # Completed jobs (and their deliveries) older than this are pruned by the
     # scheduler; 0 keeps them forever. Dead letters and the audit log are
@@ -171,6 +189,7 @@ class Settings(BaseSettings):
     github: GitHubSettings = GitHubSettings()
     redelivery: RedeliverySettings = RedeliverySettings()
     labs: LabsSettings = LabsSettings()
+    smee: SmeeSettings = SmeeSettings()
     retention: RetentionSettings = RetentionSettings()
     log: LogSettings = LogSettings()
 
@@ -193,6 +212,19 @@ class Settings(BaseSettings):
 
     def uses_development_secret(self) -> bool:
         return DEVELOPMENT_SECRET.encode() in self.webhook_secrets()
+
+    def receiver_url(self) -> str:
+        """This daemon's own webhook URL, for local tools (`deliver`, `smee`)."""
+        host = self.server.host
+        if host in ("", "0.0.0.0", "::"):
+            host = "127.0.0.1"
+        elif ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.server.port}/webhooks/github"
+
+    def smee_target(self) -> str:
+        """Where the smee forwarder posts: `smee.target`, else this daemon's receiver."""
+        return self.smee.target or self.receiver_url()
 
     def status_token(self) -> str:
         if self.status.token_file:

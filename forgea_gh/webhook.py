@@ -3,15 +3,27 @@
 Nothing here touches a socket or a database, so every rule is testable with
 plain values. See https://docs.github.com/en/webhooks/using-webhooks/validating-webhook-deliveries
 and https://docs.github.com/en/webhooks/webhook-events-and-payloads#delivery-headers
+
+Re-serialized bodies (local forwarding only, `webhook.accept_reserialized`):
+smee.io parses the body GitHub sent and smee-client re-encodes it with
+`JSON.stringify`, so the bytes that arrive are not the bytes GitHub signed.
+The parsed document is still the one GitHub signed, so `verify_reserialized`
+re-encodes it in each style GitHub's encoder may have used
+(`canonical_encodings`) and accepts only an exact HMAC match: whoever lacks
+the secret still gets nothing accepted.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
+import itertools
+import json
+import math
 import re
 import urllib.parse
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,16 +67,251 @@ def verify_signature(body: bytes, header: str | None, secrets: Sequence[bytes]) 
     Every secret is tried, so a new secret can be added before the old one is
     retired. Comparison is constant-time.
     """
+    given = _given_digest(header)
+    if not _signed_by_any(body, given, secrets):
+        raise errors.SignatureError("X-Hub-Signature-256 does not match the body")
+
+
+def _given_digest(header: str | None) -> bytes:
     if not header:
         raise errors.SignatureError("missing X-Hub-Signature-256 header")
     if not header.startswith(SIGNATURE_PREFIX):
         raise errors.SignatureError("X-Hub-Signature-256 must start with 'sha256='")
-    given = header[len(SIGNATURE_PREFIX) :].strip().lower().encode()
+    return header[len(SIGNATURE_PREFIX) :].strip().lower().encode()
+
+
+def _signed_by_any(body: bytes, given: bytes, secrets: Sequence[bytes]) -> bool:
     for secret in secrets:
         expected = hmac.new(secret, body, hashlib.sha256).hexdigest().encode()
         if hmac.compare_digest(expected, given):
+            return True
+    return False
+
+
+# -- re-serialized bodies (smee.io forwarding) --------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class JsonStyle:
+    r"""One way of writing a JSON document; the defaults are `JSON.stringify(value)`.
+
+    Every style escapes `"` and `\` and writes \b \f \n \r \t short; other
+    control characters (and lone surrogates) become \u00XX escapes. Objects
+    keep their key order.
+    """
+
+    # Non-ASCII text as \uXXXX escapes (surrogate pairs above U+FFFF), not raw UTF-8.
+    ascii_only: bool = False
+    # \u escapes with upper-case hex, \u001B (GitHub's bodies), not \u001b (JSON.stringify).
+    upper_hex: bool = False
+    # "/" written as "\/".
+    escape_solidus: bool = False
+    # Compact (no whitespace), or JSON.stringify(value, null, 2) + "\n".
+    pretty: bool = False
+
+
+# What smee-client forwards: JSON.stringify of the parsed body.
+JS_STRINGIFY = JsonStyle()
+
+# Every style GitHub's body may have been written in, most likely first:
+# compact, raw UTF-8, upper-case hex in control escapes (\u001B) is what
+# GitHub's deliveries show (https://github.com/octokit/webhooks.js/issues/71,
+# https://github.com/octokit/webhooks.js/pull/72); "\/" and \uXXXX for
+# non-ASCII are what Ruby encoders write on request; the pretty layout is
+# what octokit later normalized to (src/to-normalized-json-string.ts there).
+RESERIALIZED_STYLES: tuple[JsonStyle, ...] = tuple(
+    JsonStyle(ascii_only=a, upper_hex=u, escape_solidus=e, pretty=p)
+    for p, a, e, u in itertools.product((False, True), (False, True), (False, True), (True, False))
+)
+
+_SHORT_ESCAPES = {
+    '"': '\\"',
+    "\\": "\\\\",
+    "\b": "\\b",
+    "\f": "\\f",
+    "\n": "\\n",
+    "\r": "\\r",
+    "\t": "\\t",
+    "/": "\\/",
+}
+
+
+@functools.cache
+def _string_encoder(
+    ascii_only: bool, upper_hex: bool, escape_solidus: bool
+) -> Callable[[str], str]:
+    escaped = r'\x00-\x1f"\\'
+    escaped += r"\x80-\U0010ffff" if ascii_only else r"\ud800-\udfff"
+    if escape_solidus:
+        escaped += "/"
+    pattern = re.compile(f"[{escaped}]")
+    hex_format = "\\u{:04X}" if upper_hex else "\\u{:04x}"
+
+    def escape(match: re.Match[str]) -> str:
+        char = match.group()
+        short = _SHORT_ESCAPES.get(char)
+        if short is not None:
+            return short
+        code = ord(char)
+        if code > 0xFFFF:
+            code -= 0x10000
+            return hex_format.format(0xD800 | (code >> 10)) + hex_format.format(
+                0xDC00 | (code & 0x3FF)
+            )
+        return hex_format.format(code)
+
+    return lambda text: '"' + pattern.sub(escape, text) + '"'
+
+
+def encode_json(value: Any, style: JsonStyle = JS_STRINGIFY) -> bytes:
+    """`value` (as json.loads returns it) written in `style`, as UTF-8 bytes.
+
+    Integers are written exactly; floats as Python's shortest round-trip repr,
+    which equals JavaScript's and Ruby's for plain decimals (1.5, 0.25) but not
+    for exponents or integral floats (1e-07, 1.0): bodies holding those are not
+    reproduced, so they fail closed.
+    """
+    encode_string = _string_encoder(style.ascii_only, style.upper_hex, style.escape_solidus)
+    parts: list[str] = []
+    _encode_into(value, encode_string, style.pretty, 0, parts)
+    if style.pretty:
+        parts.append("\n")
+    return "".join(parts).encode("utf-8")
+
+
+def _encode_into(
+    value: Any, encode_string: Callable[[str], str], pretty: bool, depth: int, parts: list[str]
+) -> None:
+    if isinstance(value, str):
+        parts.append(encode_string(value))
+    elif value is None:
+        parts.append("null")
+    elif value is True:
+        parts.append("true")
+    elif value is False:
+        parts.append("false")
+    elif isinstance(value, int):
+        parts.append(str(value))
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError("JSON has no infinite or NaN numbers")
+        parts.append(repr(value))
+    elif isinstance(value, dict | list):
+        if not value:
+            parts.append("{}" if isinstance(value, dict) else "[]")
             return
-    raise errors.SignatureError("X-Hub-Signature-256 does not match the body")
+        inner = "\n" + "  " * (depth + 1) if pretty else ""
+        members: Iterable[tuple[str | None, Any]]
+        if isinstance(value, dict):
+            opening, closing, members = "{", "}", value.items()
+        else:
+            opening, closing, members = "[", "]", ((None, item) for item in value)
+        parts.append(opening)
+        for index, (key, item) in enumerate(members):
+            if index:
+                parts.append(",")
+            parts.append(inner)
+            if key is not None:
+                parts.append(encode_string(key))
+                parts.append(": " if pretty else ":")
+            _encode_into(item, encode_string, pretty, depth + 1, parts)
+        if pretty:
+            parts.append("\n" + "  " * depth)
+        parts.append(closing)
+    else:
+        raise TypeError(f"not a JSON value: {type(value).__name__}")
+
+
+def canonical_encodings(payload: Any) -> list[bytes]:
+    """`payload` written in every style of RESERIALIZED_STYLES, without repeats.
+
+    A style option that cannot change this payload's bytes (no "/" in its
+    text, say) is not tried twice: fewer encodings, the same set of bytes.
+    """
+    non_ascii, hex_escapes, solidus = _text_features(payload)
+    styles: dict[JsonStyle, None] = {}
+    for style in RESERIALIZED_STYLES:
+        ascii_only = style.ascii_only and non_ascii
+        effective = JsonStyle(
+            ascii_only=ascii_only,
+            upper_hex=style.upper_hex and (hex_escapes or ascii_only),
+            escape_solidus=style.escape_solidus and solidus,
+            pretty=style.pretty,
+        )
+        styles[effective] = None
+    return list(dict.fromkeys(encode_json(payload, style) for style in styles))
+
+
+_NON_ASCII = re.compile(r"[^\x00-\x7f]")
+# Characters every style writes as a \u escape.
+_HEX_ESCAPED = re.compile(r"[\x00-\x07\x0b\x0e-\x1f\ud800-\udfff]")
+
+
+def _text_features(value: Any) -> tuple[bool, bool, bool]:
+    """Whether the document's text (keys included) holds non-ASCII, \\u-escaped, "/"."""
+    non_ascii = hex_escapes = solidus = False
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            non_ascii = non_ascii or _NON_ASCII.search(item) is not None
+            hex_escapes = hex_escapes or _HEX_ESCAPED.search(item) is not None
+            solidus = solidus or "/" in item
+        elif isinstance(item, dict):
+            stack.extend(item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return non_ascii, hex_escapes, solidus
+
+
+def verify_reserialized(body: bytes, header: str | None, secrets: Sequence[bytes]) -> Any:
+    """The document `body` holds, if GitHub signed some canonical encoding of it.
+
+    For bodies that were parsed and re-encoded on the way (smee.io): the HMAC
+    must match one of `canonical_encodings` of the parsed body exactly, so the
+    document is the one GitHub signed, only its bytes differ. A body with a
+    repeated object key is refused: parsers disagree on which value wins.
+    Raise SignatureError otherwise (an unparsable body included: nothing
+    unauthenticated gets a more specific answer).
+    """
+    given = _given_digest(header)
+    try:
+        document = json.loads(
+            body.decode("utf-8"),
+            object_pairs_hook=_unique_keys,
+            parse_constant=_no_constant,
+            parse_float=_finite_float,
+        )
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        raise errors.SignatureError(
+            "X-Hub-Signature-256 does not match the body, and the body is not a JSON "
+            "document to re-encode"
+        ) from None
+    for encoding in canonical_encodings(document):
+        if _signed_by_any(encoding, given, secrets):
+            return document
+    raise errors.SignatureError(
+        "X-Hub-Signature-256 does not match the body nor any canonical re-encoding of it"
+    )
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        raise ValueError("repeated object key")
+    return obj
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} overflows a double")
+    return value
 
 
 def media_type(content_type: str | None) -> str:
@@ -118,12 +365,20 @@ class Delivery:
 
     @classmethod
     def from_http(
-        cls, headers: Mapping[str, str], body: bytes, secrets: Sequence[bytes]
+        cls,
+        headers: Mapping[str, str],
+        body: bytes,
+        secrets: Sequence[bytes],
+        *,
+        accept_reserialized: bool = False,
     ) -> Delivery:
         """Validate a webhook request; raise the error that names what is wrong.
 
         Order matters: headers are checked before the signature, and the body
-        is parsed only after the signature proves who sent it.
+        is parsed only after the signature proves who sent it. With
+        `accept_reserialized`, a JSON body whose raw bytes do not verify is
+        accepted when GitHub signed a canonical re-encoding of the very same
+        document (`verify_reserialized`); `signature_mode` then says so.
         """
         content_type = media_type(headers.get("content-type"))
         event = headers.get("x-github-event")
@@ -137,8 +392,22 @@ class Delivery:
         if not _GUID.fullmatch(guid):
             raise errors.BadDeliveryError("X-GitHub-Delivery is not a delivery GUID")
         hook_id = _hook_id(headers.get("x-github-hook-id"))
-        verify_signature(body, headers.get("x-hub-signature-256"), secrets)
+        signature = headers.get("x-hub-signature-256")
+        signature_mode = "raw"
+        signed: Any = None
+        try:
+            verify_signature(body, signature, secrets)
+        except errors.SignatureError:
+            # Only after the raw check failed: the hot path stays one HMAC.
+            if not (accept_reserialized and signature and content_type == JSON):
+                raise
+            signed = verify_reserialized(body, signature, secrets)
+            signature_mode = "reserialized"
         payload = decode_payload(content_type, body)
+        if signature_mode == "reserialized" and payload != signed:
+            # The processor parses the stored body with orjson: it must see
+            # exactly the document that was verified.
+            raise errors.SignatureError("the body parses differently from the verified document")
         action = payload.get("action")
         return cls(
             guid=guid,
@@ -151,6 +420,7 @@ class Delivery:
             content_type=content_type,
             body=body,
             body_sha256=hashlib.sha256(body).hexdigest(),
+            signature_mode=signature_mode,
         )
 
 

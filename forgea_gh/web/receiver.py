@@ -31,19 +31,23 @@ class Receiver:
         secrets: Sequence[bytes],
         *,
         max_body_bytes: int,
+        accept_reserialized: bool = False,
         on_stored: Callable[[], None] = lambda: None,
         clock: timeutil.Clock = timeutil.utcnow,
     ) -> None:
         self.store = store
         self.secrets = list(secrets)
         self.max_body_bytes = max_body_bytes
+        self.accept_reserialized = accept_reserialized
         self.on_stored = on_stored
         self.clock = clock
 
     async def handle(self, request: Request) -> Response:
         try:
             body = await self._read_body(request)
-            delivery = webhook.Delivery.from_http(request.headers, body, self.secrets)
+            delivery = webhook.Delivery.from_http(
+                request.headers, body, self.secrets, accept_reserialized=self.accept_reserialized
+            )
         except BodyTooLarge:
             return responses.error(
                 413, f"body exceeds the {self.max_body_bytes}-byte limit (webhook.max_body_bytes)"
