@@ -155,7 +155,7 @@ def build(
         can_provision=github_configured,
     )
     if receiver is not None:
-        routes.append(Route("/webhooks/github", receiver.handle, methods=["POST"]))
+        routes.append(Route("/webhooks/github", receiver, methods=["POST"]))
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.daemon = daemon
     return app

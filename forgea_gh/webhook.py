@@ -360,8 +360,13 @@ class Delivery:
     headers: dict[str, str]
     content_type: str
     body: bytes
-    body_sha256: str
     signature_mode: str = "raw"
+
+    @property
+    def body_sha256(self) -> str:
+        # Computed where it is stored (the writer thread), not on the
+        # receiver's hot path: hashlib releases the GIL for large bodies.
+        return hashlib.sha256(self.body).hexdigest()
 
     @classmethod
     def from_http(
@@ -419,7 +424,6 @@ class Delivery:
             headers={k: v for k in KEPT_HEADERS if (v := headers.get(k)) is not None},
             content_type=content_type,
             body=body,
-            body_sha256=hashlib.sha256(body).hexdigest(),
             signature_mode=signature_mode,
         )
 
