@@ -16,13 +16,13 @@ VALUES (:guid, :hook_id, :event, :action, :installation_id, :repository_id,
         :headers, :content_type, :body, :body_sha256, :signature_mode, :received_at);
 
 -- name: insert_webhook_jobs
--- A webhook job for each delivery just inserted for the given keys.
+-- A webhook job for each delivery inserted from id :first on, in id order.
 INSERT INTO jobs (kind, delivery_id, idempotency_key, max_attempts, next_attempt_at,
                   created_at, updated_at)
-SELECT 'webhook', d.id, 'webhook:' || d.guid || ':' || d.hook_id, :max_attempts, :now, :now, :now
-FROM json_each(:keys) AS k
-JOIN deliveries AS d ON d.guid = k.value ->> 0 AND d.hook_id = k.value ->> 1
-RETURNING id, delivery_id, idempotency_key;
+SELECT 'webhook', id, 'webhook:' || guid || ':' || hook_id, :max_attempts, :now, :now, :now
+FROM deliveries
+WHERE id >= :first
+ORDER BY id;
 
 -- name: revive_job
 -- A redelivered dead letter: back to pending with a fresh attempt budget.
