@@ -20,6 +20,7 @@ import httpx
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from starlette.applications import Starlette
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from forgea_gh import processor as processor_mod
 from forgea_gh import retry, settings, smee, timeutil
@@ -155,7 +156,33 @@ def build(
         can_provision=github_configured,
     )
     if receiver is not None:
-        routes.append(Route("/webhooks/github", receiver, methods=["POST"]))
-    app = Starlette(routes=routes, lifespan=lifespan)
+        routes.append(Route(WEBHOOK_PATH, receiver, methods=["POST"]))
+    app = DaemonApp(routes=routes, lifespan=lifespan)
+    app.receiver = receiver
     app.state.daemon = daemon
     return app
+
+
+WEBHOOK_PATH = "/webhooks/github"
+
+
+class DaemonApp(Starlette):
+    """Starlette, with webhook POSTs sent straight to the receiver.
+
+    The receiver answers every outcome itself, so the error and routing
+    middleware in between would only cost time on the hottest path; every
+    other request (and a GET on the webhook path: 405) goes through Starlette.
+    """
+
+    receiver: receiver_mod.Receiver | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            self.receiver is not None
+            and scope["type"] == "http"
+            and scope["method"] == "POST"
+            and scope["path"] == WEBHOOK_PATH
+        ):
+            await self.receiver(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)

@@ -22,7 +22,13 @@ def utcnow() -> datetime:
 def to_text(moment: datetime) -> str:
     if moment.tzinfo is None:
         raise ValueError("naive datetime: the store only keeps UTC instants")
-    return moment.astimezone(UTC).strftime(_FORMAT)
+    u = moment if moment.tzinfo is UTC else moment.astimezone(UTC)
+    # The same text as strftime(_FORMAT), at a third of the cost: this runs
+    # for every stored delivery.
+    return (
+        f"{u.year:04d}-{u.month:02d}-{u.day:02d}T{u.hour:02d}:{u.minute:02d}:"
+        f"{u.second:02d}.{u.microsecond:06d}Z"
+    )
 
 
 def from_text(text: str) -> datetime:

@@ -44,7 +44,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 FORGEA = ROOT / ".venv" / "bin" / "forgea-gh"
-FIXTURE = Path("/work/shared/fixtures/github-payloads/push/payload.json")
+FIXTURE = ROOT.parent / "shared" / "fixtures" / "github-payloads" / "push" / "payload.json"
 SECRET = "bench-ingest-secret"
 PATH = "/webhooks/github"
 TARGET_BYTES = 7000

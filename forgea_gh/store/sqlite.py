@@ -36,6 +36,7 @@ Work = Callable[[aiosqlite.Connection], Awaitable[T]]
 # small enough that one transaction stays a few milliseconds.
 MAX_BATCH = 256
 PRUNE_CHUNK = 1000
+CHECKPOINT_SECONDS = 1.0
 
 # A delivery waiting for the group commit: its key, its row values (built on
 # the event loop, so the writer thread needs the GIL as little as possible),
@@ -64,6 +65,8 @@ class SqliteStore:
         self._read_lock = asyncio.Lock()
         self._ingest: asyncio.Queue[_Pending | None] = asyncio.Queue()
         self._ingest_task: asyncio.Task[None] | None = None
+        self._checkpointer: aiosqlite.Connection | None = None
+        self._checkpoint_task: asyncio.Task[None] | None = None
         self._closing = False
 
     # -- lifecycle ---------------------------------------------------------
@@ -75,6 +78,10 @@ class SqliteStore:
             await asyncio.to_thread(self._prepare_file)
             self._writer = await self._connect()
             self._reader = await self._connect()
+            self._checkpointer = await self._connect()
+            # Checkpoints run on their own connection and thread (below), so a
+            # commit never stops to copy the WAL into the database file.
+            await self._writer.execute("PRAGMA wal_autocheckpoint=0")
         except sqlite3.Error as exc:
             await self.close()
             raise errors.StoreError(f"cannot open SQLite database {self.path}: {exc}") from exc
@@ -82,6 +89,22 @@ class SqliteStore:
             await self.close()
             raise
         self._ingest_task = asyncio.create_task(self._ingest_loop(), name="forgea-ingest-writer")
+        self._checkpoint_task = asyncio.create_task(
+            self._checkpoint_loop(), name="forgea-wal-checkpoint"
+        )
+
+    async def _checkpoint_loop(self) -> None:
+        """Copy the WAL into the database file in the background, once a second.
+
+        PASSIVE never blocks the writer or readers; it copies what no reader
+        still needs, and the writer restarts the WAL once all of it is copied.
+        """
+        while True:
+            await asyncio.sleep(CHECKPOINT_SECONDS)
+            try:
+                await self._require(self._checkpointer).execute("PRAGMA wal_checkpoint(PASSIVE)")
+            except (sqlite3.Error, errors.StoreError) as exc:
+                log.warning("WAL checkpoint failed (will retry): %s", exc)
 
     def _prepare_file(self) -> None:
         conn = sqlite3.connect(self.path, isolation_level=None, timeout=self.busy_timeout_ms / 1000)
@@ -111,14 +134,18 @@ class SqliteStore:
     async def close(self) -> None:
         """Commit what was handed to the ingest writer, then close both connections."""
         self._closing = True
+        if self._checkpoint_task is not None:
+            self._checkpoint_task.cancel()
+            await asyncio.gather(self._checkpoint_task, return_exceptions=True)
+            self._checkpoint_task = None
         if self._ingest_task is not None:
             self._ingest.put_nowait(None)
             await self._ingest_task
             self._ingest_task = None
-        for conn in (self._writer, self._reader):
+        for conn in (self._writer, self._reader, self._checkpointer):
             if conn is not None:
                 await conn.close()
-        self._writer = self._reader = None
+        self._writer = self._reader = self._checkpointer = None
 
     async def ping(self) -> None:
         await self._fetch("SELECT 1", {})
@@ -132,23 +159,6 @@ class SqliteStore:
         except asyncio.CancelledError:
             # The transaction finishes (commit or rollback) on its own; its
             # outcome is not wanted any more.
-            task.add_done_callback(_retrieve)
-            raise
-
-    async def _write_raw(self, work: Work[T]) -> T:
-        """Hold the write lock for `work`, which manages its own transaction."""
-
-        async def locked() -> T:
-            async with self._write_lock:
-                try:
-                    return await work(self._require(self._writer))
-                except sqlite3.Error as exc:
-                    raise _translate(exc) from exc
-
-        task = asyncio.ensure_future(locked())
-        try:
-            return await asyncio.shield(task)
-        except asyncio.CancelledError:
             task.add_done_callback(_retrieve)
             raise
 
@@ -176,7 +186,7 @@ class SqliteStore:
             raise _translate(exc) from exc
 
     def _require(self, conn: aiosqlite.Connection | None) -> aiosqlite.Connection:
-        if conn is None or (self._closing and conn is self._reader):
+        if conn is None or (self._closing and conn is not self._writer):
             raise errors.StoreError("the store is closed")
         return conn
 
@@ -242,18 +252,23 @@ class SqliteStore:
         The ingest path's lever: every await on aiosqlite is a thread hop
         that must win the GIL back from a busy event loop, so a batch is one
         synchronous function on the writer connection (under the same write
-        lock as every other write) instead of five awaited statements.
+        lock as every other write) instead of five awaited statements. It is
+        awaited directly, not through a new task, so the next batch reaches
+        the writer before the event loop turns to answering the last one.
+        No shield is needed: aiosqlite's one thread runs the function to its
+        end even if this coroutine is cancelled, and runs nothing in between.
         """
-
-        async def run(db: aiosqlite.Connection) -> T:
-            # aiosqlite runs callables on its connection's own thread, in order
-            # with every other statement of this connection.
-            result: T = await db._execute(  # type: ignore[no-untyped-call]
-                _in_transaction, db._conn, work
-            )
-            return result
-
-        return await self._write_raw(run)
+        async with self._write_lock:
+            db = self._require(self._writer)
+            try:
+                # aiosqlite runs callables on its connection's own thread, in
+                # order with every other statement of this connection.
+                result: T = await db._execute(  # type: ignore[no-untyped-call]
+                    _in_transaction, db._conn, work
+                )
+            except sqlite3.Error as exc:
+                raise _translate(exc) from exc
+        return result
 
     # -- the job engine ----------------------------------------------------
 
