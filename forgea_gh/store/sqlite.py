@@ -82,6 +82,12 @@ class SqliteStore:
             # Checkpoints run on their own connection and thread (below), so a
             # commit never stops to copy the WAL into the database file.
             await self._writer.execute("PRAGMA wal_autocheckpoint=0")
+            # The deliveries_enqueue trigger gives new webhook jobs this budget.
+            await self._writer.execute(
+                "UPDATE queue_settings SET webhook_max_attempts = ?"
+                " WHERE id = 1 AND webhook_max_attempts <> ?",
+                (self.max_attempts, self.max_attempts),
+            )
         except sqlite3.Error as exc:
             await self.close()
             raise errors.StoreError(f"cannot open SQLite database {self.path}: {exc}") from exc
@@ -247,12 +253,12 @@ class SqliteStore:
             _settle(future, result=result)
 
     async def _write_in_thread(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `work` as one transaction in ONE trip to the writer's thread.
+        """Run `work` (which makes its own transactions) in ONE trip to the writer's thread.
 
         The ingest path's lever: every await on aiosqlite is a thread hop
         that must win the GIL back from a busy event loop, so a batch is one
         synchronous function on the writer connection (under the same write
-        lock as every other write) instead of five awaited statements. It is
+        lock as every other write) instead of awaited statements. It is
         awaited directly, not through a new task, so the next batch reaches
         the writer before the event loop turns to answering the last one.
         No shield is needed: aiosqlite's one thread runs the function to its
@@ -263,9 +269,7 @@ class SqliteStore:
             try:
                 # aiosqlite runs callables on its connection's own thread, in
                 # order with every other statement of this connection.
-                result: T = await db._execute(  # type: ignore[no-untyped-call]
-                    _in_transaction, db._conn, work
-                )
+                result: T = await db._execute(work, db._conn)  # type: ignore[no-untyped-call]
             except sqlite3.Error as exc:
                 raise _translate(exc) from exc
         return result
@@ -582,18 +586,6 @@ class SqliteStore:
         return report
 
 
-def _in_transaction(conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        result = work(conn)
-        conn.execute("COMMIT")
-        return result
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-
-
 _DELIVERY_COLUMNS = (
     "guid, hook_id, event, action, installation_id, repository_id, headers, content_type,"
     " body, body_sha256, signature_mode, received_at"
@@ -605,12 +597,14 @@ def _ingest(
 ) -> list[jobs.EnqueueResult]:
     """Store a batch of deliveries and their webhook jobs (runs in the writer thread).
 
-    Few statements, because each one hands the GIL back and forth with a
-    busy event loop: one multi-row INSERT of the deliveries (a key stored
-    before is skipped by ON CONFLICT), one INSERT ... SELECT of their jobs.
-    Rowids of one INSERT are consecutive, so the new ids follow from
-    `lastrowid` and the row count; only when keys were skipped does a lookup
-    tell duplicates from dead letters to revive.
+    ONE statement, in autocommit mode, is the whole transaction: a
+    multi-row INSERT whose deliveries_enqueue trigger adds each new
+    delivery's job, and whose end commits (one fsync). Each statement hands
+    the GIL back and forth with the busy event loop, so fewer is faster. A
+    key stored before is skipped by ON CONFLICT; rowids of one INSERT are
+    consecutive, so the new ids follow from `lastrowid` and the row count.
+    Only when keys were skipped does a lookup tell duplicates from dead
+    letters to revive.
     """
     new: dict[tuple[str, int], tuple[Any, ...]] = {}
     for key, row, _ in batch:
@@ -626,18 +620,18 @@ def _ingest(
             delivery_ids = dict(zip(new, range(first, last + 1), strict=True))
         else:
             found = conn.execute(
-                "SELECT id, guid, hook_id FROM deliveries WHERE id >= ?", (first,)
+                "SELECT id, guid, hook_id FROM deliveries WHERE id BETWEEN ? AND ?", (first, last)
             ).fetchall()
             delivery_ids = {(r[1], r[2]): r[0] for r in found}
-        stamp = max(new[key][11] for key in delivery_ids)
-        jobs_cursor = conn.execute(
-            Q["insert_webhook_jobs"], {"first": first, "max_attempts": max_attempts, "now": stamp}
-        )
-        first_job = (jobs_cursor.lastrowid or 0) - jobs_cursor.rowcount + 1
-        # Jobs were inserted in delivery id order.
-        for offset, (key, delivery_id) in enumerate(
-            sorted(delivery_ids.items(), key=lambda item: item[1])
-        ):
+        # The trigger made the jobs in delivery order, within one statement
+        # holding the write lock: their ids are consecutive too.
+        first_job, last_job = conn.execute(Q["webhook_job_range"], (first, last)).fetchone()
+        if last_job - first_job + 1 != count:
+            raise errors.StoreError(
+                f"expected {count} webhook jobs, found ids {first_job}..{last_job}"
+            )
+        ordered = sorted(delivery_ids.items(), key=lambda item: item[1])
+        for offset, (key, delivery_id) in enumerate(ordered):
             created[key] = (first_job + offset, delivery_id)
 
     known: dict[tuple[str, int], sqlite3.Row] = {}
@@ -645,21 +639,9 @@ def _ingest(
     if skipped:
         found = conn.execute(Q["find_deliveries"], {"keys": orjson.dumps(skipped)}).fetchall()
         known = {(r[1], r[2]): r for r in found}
-
-    revived: set[tuple[str, int]] = set()
-    for key, stored in known.items():
-        if stored[5] == jobs.JobStatus.DEAD_LETTER:
-            stamp = new[key][11]
-            conn.execute(Q["revive_job"], {"job_id": stored[4], "now": stamp})
-            conn.execute(
-                Q["insert_audit"],
-                {
-                    "occurred_at": stamp, "actor": "receiver", "action": "job.revived",
-                    "subject_type": "job", "subject_id": str(stored[4]), "delivery_guid": key[0],
-                    "detail": '{"reason":"delivery received again while dead-lettered"}',
-                },
-            )  # fmt: skip
-            revived.add(key)
+    dead = {key: stored for key, stored in known.items() if stored[5] == jobs.JobStatus.DEAD_LETTER}
+    if dead:
+        _revive(conn, dead, new)
 
     results: list[jobs.EnqueueResult] = []
     answered: set[tuple[str, int]] = set()
@@ -673,10 +655,36 @@ def _ingest(
             found_row = known[key]
             job_id, delivery_id = found_row[4], found_row[0]
             outcome = (
-                jobs.Enqueued.REVIVED if key in revived and first_time else jobs.Enqueued.DUPLICATE
+                jobs.Enqueued.REVIVED if key in dead and first_time else jobs.Enqueued.DUPLICATE
             )
         results.append(jobs.EnqueueResult(outcome, job_id, delivery_id))
     return results
+
+
+def _revive(
+    conn: sqlite3.Connection,
+    dead: dict[tuple[str, int], sqlite3.Row],
+    new: dict[tuple[str, int], tuple[Any, ...]],
+) -> None:
+    """Dead-lettered jobs whose delivery came again: pending, audited, in one transaction."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for key, stored in dead.items():
+            stamp = new[key][11]
+            conn.execute(Q["revive_job"], {"job_id": stored[4], "now": stamp})
+            conn.execute(
+                Q["insert_audit"],
+                {
+                    "occurred_at": stamp, "actor": "receiver", "action": "job.revived",
+                    "subject_type": "job", "subject_id": str(stored[4]), "delivery_guid": key[0],
+                    "detail": '{"reason":"delivery received again while dead-lettered"}',
+                },
+            )  # fmt: skip
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
 
 
 @functools.lru_cache(maxsize=MAX_BATCH)

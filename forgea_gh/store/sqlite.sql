@@ -15,14 +15,9 @@ INSERT INTO deliveries (guid, hook_id, event, action, installation_id, repositor
 VALUES (:guid, :hook_id, :event, :action, :installation_id, :repository_id,
         :headers, :content_type, :body, :body_sha256, :signature_mode, :received_at);
 
--- name: insert_webhook_jobs
--- A webhook job for each delivery inserted from id :first on, in id order.
-INSERT INTO jobs (kind, delivery_id, idempotency_key, max_attempts, next_attempt_at,
-                  created_at, updated_at)
-SELECT 'webhook', id, 'webhook:' || guid || ':' || hook_id, :max_attempts, :now, :now, :now
-FROM deliveries
-WHERE id >= :first
-ORDER BY id;
+-- name: webhook_job_range
+-- The ids of the webhook jobs the deliveries_enqueue trigger made for deliveries ?1..?2.
+SELECT min(id), max(id) FROM jobs WHERE delivery_id BETWEEN ?1 AND ?2 AND kind = 'webhook';
 
 -- name: revive_job
 -- A redelivered dead letter: back to pending with a fresh attempt budget.
