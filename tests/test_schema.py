@@ -169,3 +169,29 @@ def test_schema_sql_equals_the_baseline_plus_every_migration(tmp_path: Path) -> 
 def test_migrations_are_numbered_without_gaps() -> None:
     found = schema.migrations()
     assert list(found) == list(range(1, schema.SCHEMA_VERSION + 1))
+
+
+def test_daemons_starting_at_once_on_a_new_database(tmp_path: Path) -> None:
+    """Each process must wait its turn for the switch to WAL, not fail."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FORGEA_GH_")}
+    env["FORGEA_GH_DATABASE__URL"] = f"sqlite:///{tmp_path / 'shared.db'}"
+    starts = [
+        subprocess.Popen(
+            [sys.executable, "-m", "forgea_gh", "db", "init"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(6)
+    ]
+    outcomes = [(p.wait(timeout=60), p.stderr.read() if p.stderr else "") for p in starts]
+    for p in starts:
+        for stream in (p.stdout, p.stderr):
+            if stream:
+                stream.close()
+    assert [code for code, _ in outcomes] == [0] * 6, outcomes

@@ -15,6 +15,7 @@ import contextlib
 import functools
 import logging
 import sqlite3
+import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
@@ -115,8 +116,7 @@ class SqliteStore:
     def _prepare_file(self) -> None:
         conn = sqlite3.connect(self.path, isolation_level=None, timeout=self.busy_timeout_ms / 1000)
         try:
-            # WAL persists in the file; readers never block the writer.
-            conn.execute("PRAGMA journal_mode=WAL")
+            _use_wal(conn, self.busy_timeout_ms / 1000)
             applied = schema.ensure(conn)
             if applied.before != applied.after:
                 log.info(
@@ -694,6 +694,25 @@ def _insert_deliveries_sql(rows: int) -> str:
         f"INSERT INTO deliveries ({_DELIVERY_COLUMNS}) VALUES {', '.join([placeholders] * rows)}"
         " ON CONFLICT (guid, hook_id) DO NOTHING"
     )
+
+
+def _use_wal(conn: sqlite3.Connection, patience: float) -> None:
+    """Put the file in WAL mode (it persists in the file; readers never block the writer).
+
+    Switching needs the file to itself and SQLite does not wait for that, so
+    two daemons starting at once on a new file take turns here instead of
+    one failing with "database is locked".
+    """
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 async def _audit(
