@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import enum
 import logging
+from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -31,7 +32,7 @@ from forgea_gh.handlers import registry
 from forgea_gh.handlers import router as router_mod
 from forgea_gh.labs import service
 from forgea_gh.store import base
-from forgea_gh.web import api, status
+from forgea_gh.web import api, metrics, status
 from forgea_gh.web import receiver as receiver_mod
 
 log = logging.getLogger(__name__)
@@ -146,6 +147,12 @@ def build(
         token=config.status_token(),
         scheduler_running=daemon.scheduler_running if processor is not None else None,
         github_reporting=reporting.enabled,
+        clock=clock,
+    )
+    routes += metrics.routes(
+        store,
+        token=config.status_token(),
+        answers=receiver.answers if receiver is not None else Counter(),
         clock=clock,
     )
     routes += api.routes(

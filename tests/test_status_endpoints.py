@@ -105,3 +105,30 @@ async def test_status_is_open_without_a_token(tmp_path: Path) -> None:
             "items": [],
             "next_cursor": None,
         }
+
+
+async def test_metrics_in_prometheus_text_format(tmp_path: Path) -> None:
+    application = app_mod.build(make_config(tmp_path, status={"token": "ops-token"}))
+    auth = {"Authorization": "Bearer ops-token"}
+    async with asgi_client(application) as client:
+        assert (await client.get("/metrics")).status_code == 401
+        body = push_body()
+        await client.post("/webhooks/github", content=body, headers=signed_headers(body))
+        await client.post(
+            "/webhooks/github", content=body, headers=signed_headers(body, secret="x")
+        )
+        import asyncio
+
+        for _ in range(200):
+            response = await client.get("/metrics", headers=auth)
+            if 'forgea_gh_jobs{status="completed",kind="webhook"} 1' in response.text:
+                break
+            await asyncio.sleep(0.02)
+    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+    lines = response.text.splitlines()
+    assert 'forgea_gh_jobs{status="completed",kind="webhook"} 1' in lines
+    assert 'forgea_gh_jobs{status="dead_letter",kind="webhook"} 0' in lines
+    assert 'forgea_gh_webhook_responses_total{code="202"} 1' in lines
+    assert 'forgea_gh_webhook_responses_total{code="401"} 1' in lines
+    assert "# TYPE forgea_gh_jobs gauge" in lines
+    assert any(line.startswith("forgea_gh_last_processed_timestamp_seconds 1") for line in lines)

@@ -13,6 +13,7 @@ microsecond here is taken from the ingest rate (scripts/bench_ingest).
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable, Sequence
 
 import orjson
@@ -47,9 +48,12 @@ class Receiver:
         self.accept_reserialized = accept_reserialized
         self.on_stored = on_stored
         self.clock = clock
+        # Answers by status code since start, for /metrics.
+        self.answers: Counter[int] = Counter()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         status, answer = await self.handle(scope, receive)
+        self.answers[status] += 1
         body = orjson.dumps(answer)
         headers = [*_JSON_HEADERS, (b"content-length", str(len(body)).encode())]
         if status == 503:
