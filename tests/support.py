@@ -7,6 +7,8 @@ import contextlib
 import json
 import os
 import socket
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
@@ -135,3 +137,28 @@ async def live_server(app: Starlette) -> AsyncIterator[str]:
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, timeout=15)
+
+
+def run_cli(
+    tmp_path: Path, *args: str, env: dict[str, str] | None = None, extra_config: str = ""
+) -> subprocess.CompletedProcess[str]:
+    """`forgea-gh ARGS --config <tmp_path>/config.toml` as a user runs it, in a subprocess.
+
+    The config (written once) points at `<tmp_path>/forgea.db` and the test
+    secret; `FORGEA_GH_*` variables of the test run are dropped, `env` added.
+    """
+    config = tmp_path / "config.toml"
+    if not config.exists():
+        config.write_text(
+            f'[database]\nurl = "sqlite:///{tmp_path / "forgea.db"}"\n'
+            f'[webhook]\nsecrets = ["{SECRET}"]\n[log]\nlevel = "warning"\n' + extra_config
+        )
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("FORGEA_GH_")}
+    return subprocess.run(
+        [sys.executable, "-m", "forgea_gh", *args, "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=clean | (env or {}),
+    )

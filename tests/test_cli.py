@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,26 +13,7 @@ from forgea_gh import errors, jobs, processor, retry, webhook
 from forgea_gh.handlers import registry
 from forgea_gh.store import schema, sqlite
 from tests.support import FIXTURES, SECRET, live_server, make_config, push_body, signed_headers
-
-
-def forgea(
-    tmp_path: Path, *args: str, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    config = tmp_path / "config.toml"
-    if not config.exists():
-        config.write_text(
-            f'[database]\nurl = "sqlite:///{tmp_path / "forgea.db"}"\n'
-            f'[webhook]\nsecrets = ["{SECRET}"]\n[log]\nlevel = "warning"\n'
-        )
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("FORGEA_GH_")}
-    return subprocess.run(
-        [sys.executable, "-m", "forgea_gh", *args, "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env=clean | (env or {}),
-    )
+from tests.support import run_cli as forgea
 
 
 async def make_dead_letters(db: Path, guids: list[str], event: str = "push") -> None:

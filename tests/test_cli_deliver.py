@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sqlite3
-import subprocess
-import sys
 import urllib.parse
 from pathlib import Path
 
@@ -15,26 +12,7 @@ from forgea_gh import app as app_mod
 from forgea_gh import webhook
 from tests.smee_channel import TRICKY_PAYLOADS
 from tests.support import SECRET, live_server, make_config
-
-
-def forgea(
-    tmp_path: Path, *args: str, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    config = tmp_path / "config.toml"
-    if not config.exists():
-        config.write_text(
-            f'[database]\nurl = "sqlite:///{tmp_path / "forgea.db"}"\n'
-            f'[webhook]\nsecrets = ["{SECRET}"]\n[log]\nlevel = "warning"\n'
-        )
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("FORGEA_GH_")}
-    return subprocess.run(
-        [sys.executable, "-m", "forgea_gh", *args, "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env=clean | (env or {}),
-    )
+from tests.support import run_cli as forgea
 
 
 def rows(db: Path) -> list[tuple[str, str, bytes, str]]:

@@ -4,36 +4,22 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shlex
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
+
+from tests.support import run_cli
 
 REPO_URL = "https://github.com/octocat/demo-lab"
 
 
 def forgea(tmp_path: Path, command: str) -> subprocess.CompletedProcess[str]:
     """Run `forgea-gh COMMAND --config …` (COMMAND split as a shell would)."""
-    config = tmp_path / "config.toml"
-    if not config.exists():
-        config.write_text(
-            f'[database]\nurl = "sqlite:///{tmp_path / "forgea.db"}"\n'
-            '[webhook]\nsecrets = ["cli-secret"]\n[log]\nlevel = "warning"\n'
-            # Credentials allow queuing provisioning; nothing here calls GitHub.
-            '[github]\ntoken = "gh-test-token"\nowner = "forgea"\n'
-        )
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("FORGEA_GH_")}
-    return subprocess.run(
-        [sys.executable, "-m", "forgea_gh", *shlex.split(command), "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env=clean,
-    )
+    # Credentials allow queuing provisioning; nothing here calls GitHub.
+    github = '[github]\ntoken = "gh-test-token"\nowner = "forgea"\n'
+    return run_cli(tmp_path, *shlex.split(command), extra_config=github)
 
 
 def ok(tmp_path: Path, command: str) -> Any:
