@@ -71,9 +71,18 @@ class Processor:
         if claimed:
             self._in_flight.update(c.job.id for c in claimed)
             try:
-                await asyncio.gather(*(self._process(c) for c in claimed))
+                # return_exceptions: one job's failure to record its outcome
+                # (a locked store) must not leave its siblings running
+                # untracked, their leases no longer renewed.
+                outcomes = await asyncio.gather(
+                    *(self._process(c) for c in claimed), return_exceptions=True
+                )
             finally:
                 self._in_flight.difference_update(c.job.id for c in claimed)
+            for c, outcome in zip(claimed, outcomes, strict=True):
+                if isinstance(outcome, BaseException):
+                    # Its lease expires and rescue retries it: nothing is lost.
+                    log.error("job %d: could not record its outcome: %r", c.job.id, outcome)
         return len(claimed)
 
     async def _process(self, claimed: jobs.ClaimedJob) -> None:
@@ -217,10 +226,12 @@ class Processor:
             return
         done, _ = await asyncio.wait({task}, timeout=grace_seconds)
         if not done:
-            unfinished = sorted(self._in_flight)
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-            released = await self.store.release(unfinished, self.worker_id, self.clock())
-            log.warning("shutdown: released %d unfinished job(s) %s", released, unfinished)
         elif task.exception() is not None:
             log.error("processor loop ended with an error: %r", task.exception())
+        # Everything this worker still holds, including a claim that committed
+        # while it was being cancelled, goes back to the queue.
+        released = await self.store.release_worker(self.worker_id, self.clock())
+        if released:
+            log.warning("shutdown: released %d unfinished job(s)", released)

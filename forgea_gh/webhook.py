@@ -433,9 +433,13 @@ def _hook_id(value: str | None) -> int:
     # so UNIQUE(guid, hook_id) still holds.
     if value is None or value == "":
         return 0
-    if not value.isdigit() or len(value) > 19:
-        raise errors.BadDeliveryError("X-GitHub-Hook-ID must be a non-negative integer")
+    # ASCII digits only ("¹".isdigit() is true), and within SQLite's integer range.
+    if not (value.isascii() and value.isdigit()) or int(value) > _MAX_HOOK_ID:
+        raise errors.BadDeliveryError("X-GitHub-Hook-ID must be a non-negative 64-bit integer")
     return int(value)
+
+
+_MAX_HOOK_ID = 2**63 - 1
 
 
 def _nested_id(payload: Mapping[str, Any], key: str) -> int | None:

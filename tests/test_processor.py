@@ -414,3 +414,46 @@ async def test_tick_renews_the_leases_of_running_jobs(
     await task
     assert rows(store, "SELECT status FROM jobs")[0][0] == "completed"
     assert rows(store, "SELECT * FROM job_errors") == []
+
+
+async def test_a_job_that_cannot_record_its_outcome_does_not_strand_its_siblings(
+    store: sqlite.SqliteStore, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    proc = make_processor(store, clock, Flaky(failures=0))
+    first = await store.enqueue_delivery(delivery(guid="s-1"), clock())
+    await store.enqueue_delivery(delivery(guid="s-2"), clock())
+    real_complete = store.complete
+
+    async def complete(job_id: int, *args: object) -> bool:
+        if job_id == first.job_id:
+            raise errors.StoreError("database is locked")
+        return await real_complete(job_id, *args)  # type: ignore[arg-type]
+
+    real_fail = store.fail
+
+    async def fail(job_id: int, *args: object) -> bool:
+        if job_id == first.job_id:
+            raise errors.StoreError("database is locked")
+        return await real_fail(job_id, *args)  # type: ignore[arg-type]
+
+    # Neither the outcome nor the failure of job 1 can be written.
+    monkeypatch.setattr(store, "complete", complete)
+    monkeypatch.setattr(store, "fail", fail)
+    assert await proc.run_once() == 2  # does not raise
+    statuses = dict(rows(store, "SELECT id, status FROM jobs"))
+    assert statuses[first.job_id] == "processing"  # its lease will be rescued
+    assert sorted(statuses.values()) == ["completed", "processing"]
+    assert proc._in_flight == set()
+
+
+async def test_shutdown_releases_everything_the_worker_holds(
+    store: sqlite.SqliteStore, clock: FakeClock
+) -> None:
+    proc = make_processor(store, clock, Flaky(failures=0))
+    await store.enqueue_delivery(delivery(), clock())
+    # A claim that committed although its caller was cancelled: not in flight.
+    await store.claim_due(proc.worker_id, 10, clock(), 60)
+    proc.start()
+    await proc.stop(grace_seconds=1)
+    job = rows(store, "SELECT * FROM jobs")[0]
+    assert (job["status"], job["attempts"], job["locked_by"]) == ("pending", 0, None)

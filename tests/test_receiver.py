@@ -183,3 +183,29 @@ async def test_worker_role_has_no_receiver(cfg: settings.Settings) -> None:
         body = push_body()
         assert (await c.post(URL, content=body, headers=signed_headers(body))).status_code == 404
         assert (await c.get("/readyz")).status_code == 200
+
+
+async def test_a_failing_batch_never_stops_the_ingest_writer(
+    client: httpx.AsyncClient, cfg: settings.Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from forgea_gh.store import sqlite as sqlite_store
+
+    real = sqlite_store._ingest
+    calls = 0
+
+    def broken_once(conn: object, **kwargs: object) -> object:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("a bug in one batch")
+        return real(conn, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(sqlite_store, "_ingest", broken_once)
+    body = push_body()
+    first = await client.post(URL, content=body, headers=signed_headers(body, guid="b-1"))
+    assert first.status_code == 503
+    second = await client.post(URL, content=body, headers=signed_headers(body, guid="b-2"))
+    assert second.status_code == 202
+    again = await client.post(URL, content=body, headers=signed_headers(body, guid="b-1"))
+    assert again.status_code == 202  # the failed one was not stored: its redelivery is new
+    assert count(cfg) == 2

@@ -152,3 +152,17 @@ def test_signature_is_checked_before_the_body_is_parsed() -> None:
     headers = signed_headers(body, secret="wrong")
     with pytest.raises(errors.SignatureError):
         webhook.Delivery.from_http(headers, body, SECRETS)
+
+
+@pytest.mark.parametrize("hook_id", ["9223372036854775808", "99999999999999999999", "¹", "1e3"])
+def test_hook_ids_outside_sqlite_integers_are_refused(hook_id: str) -> None:
+    body = b"{}"
+    headers = signed_headers(body) | {"x-github-hook-id": hook_id}
+    with pytest.raises(errors.BadDeliveryError, match="64-bit integer"):
+        webhook.Delivery.from_http(headers, body, SECRETS)
+
+
+def test_the_largest_hook_id_is_accepted() -> None:
+    body = b"{}"
+    headers = signed_headers(body) | {"x-github-hook-id": str(2**63 - 1)}
+    assert webhook.Delivery.from_http(headers, body, SECRETS).hook_id == 2**63 - 1

@@ -130,8 +130,9 @@ class Store(Protocol):
     ) -> int:
         """Renew the leases `worker_id` still holds on these jobs (they are still running)."""
 
-    async def release(self, job_ids: list[int], worker_id: str, now: datetime) -> int:
-        """Give leased jobs back unfinished (shutdown): pending, the attempt not counted."""
+    async def release_worker(self, worker_id: str, now: datetime) -> int:
+        """Give back every job `worker_id` still holds (shutdown, once its work has stopped):
+        pending again, the interrupted attempt not counted."""
 
     async def rescue_expired(self, now: datetime, decide: RescueDecision) -> list[Rescued]:
         """Atomically end every expired lease as a failed attempt (retry or dead letter)."""

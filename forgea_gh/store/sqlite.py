@@ -201,7 +201,7 @@ class SqliteStore:
     async def enqueue_delivery(
         self, delivery: webhook.Delivery, now: datetime
     ) -> jobs.EnqueueResult:
-        if self._closing or self._ingest_task is None:
+        if self._closing or self._ingest_task is None or self._ingest_task.done():
             raise errors.StoreError("the store is closed")
         future: asyncio.Future[jobs.EnqueueResult] = asyncio.get_running_loop().create_future()
         row = (
@@ -245,12 +245,23 @@ class SqliteStore:
             for _, _, future in batch:
                 _settle(future, exc=exc)
             return
-        except BaseException as exc:  # pragma: no cover - a bug, but never strand a request
+        except asyncio.CancelledError:
+            for _, _, future in batch:
+                _settle(future, exc=errors.StoreError("the store is closing"))
+            raise
+        except Exception as exc:
+            # A bug (or a value SQLite cannot take): this batch is answered
+            # 503, and the writer goes on with the next one. It must never
+            # stop, or every later request would wait forever.
+            log.exception("ingest of a batch of %d failed", len(batch))
             for _, _, future in batch:
                 _settle(future, exc=errors.StoreError(f"ingest failed: {exc!r}"))
-            raise
+            return
         for (_, _, future), result in zip(batch, results, strict=True):
-            _settle(future, result=result)
+            if isinstance(result, errors.StoreError):
+                _settle(future, exc=result)
+            else:
+                _settle(future, result=result)
 
     async def _write_in_thread(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run `work` (which makes its own transactions) in ONE trip to the writer's thread.
@@ -352,19 +363,13 @@ class SqliteStore:
 
         return await self._write(work) if job_ids else 0
 
-    async def release(self, job_ids: list[int], worker_id: str, now: datetime) -> int:
-        stamp = timeutil.to_text(now)
+    async def release_worker(self, worker_id: str, now: datetime) -> int:
+        params = {"worker": worker_id, "now": timeutil.to_text(now)}
 
         async def work(db: aiosqlite.Connection) -> int:
-            released = 0
-            for job_id in job_ids:
-                cursor = await db.execute(
-                    Q["release_job"], {"job_id": job_id, "worker": worker_id, "now": stamp}
-                )
-                released += cursor.rowcount
-            return released
+            return (await db.execute(Q["release_worker"], params)).rowcount
 
-        return await self._write(work) if job_ids else 0
+        return await self._write(work)
 
     async def rescue_expired(
         self, now: datetime, decide: base.RescueDecision
@@ -594,7 +599,7 @@ _DELIVERY_COLUMNS = (
 
 def _ingest(
     conn: sqlite3.Connection, *, batch: list[_Pending], max_attempts: int
-) -> list[jobs.EnqueueResult]:
+) -> list[jobs.EnqueueResult | errors.StoreError]:
     """Store a batch of deliveries and their webhook jobs (runs in the writer thread).
 
     ONE statement, in autocommit mode, is the whole transaction: a
@@ -635,15 +640,12 @@ def _ingest(
             created[key] = (first_job + offset, delivery_id)
 
     known: dict[tuple[str, int], sqlite3.Row] = {}
+    revived: set[tuple[str, int]] = set()
     skipped = [list(k) for k in new if k not in created]
     if skipped:
-        found = conn.execute(Q["find_deliveries"], {"keys": orjson.dumps(skipped)}).fetchall()
-        known = {(r[1], r[2]): r for r in found}
-    dead = {key: stored for key, stored in known.items() if stored[5] == jobs.JobStatus.DEAD_LETTER}
-    if dead:
-        _revive(conn, dead, new)
+        known, revived = _look_up_and_revive(conn, skipped, new)
 
-    results: list[jobs.EnqueueResult] = []
+    results: list[jobs.EnqueueResult | errors.StoreError] = []
     answered: set[tuple[str, int]] = set()
     for key, _, _ in batch:
         first_time = key not in answered
@@ -651,27 +653,42 @@ def _ingest(
         if key in created:
             job_id, delivery_id = created[key]
             outcome = jobs.Enqueued.STORED if first_time else jobs.Enqueued.DUPLICATE
-        else:
+        elif key in known:
             found_row = known[key]
             job_id, delivery_id = found_row[4], found_row[0]
             outcome = (
-                jobs.Enqueued.REVIVED if key in dead and first_time else jobs.Enqueued.DUPLICATE
+                jobs.Enqueued.REVIVED if key in revived and first_time else jobs.Enqueued.DUPLICATE
             )
+        else:
+            # Stored before, but pruned between our INSERT and the lookup (another
+            # process's retention): not stored now either, so say so; GitHub's
+            # redelivery will store it afresh.
+            results.append(errors.StoreError(f"delivery {key[0]} changed while being stored"))
+            continue
         results.append(jobs.EnqueueResult(outcome, job_id, delivery_id))
     return results
 
 
-def _revive(
+def _look_up_and_revive(
     conn: sqlite3.Connection,
-    dead: dict[tuple[str, int], sqlite3.Row],
+    skipped: list[list[Any]],
     new: dict[tuple[str, int], tuple[Any, ...]],
-) -> None:
-    """Dead-lettered jobs whose delivery came again: pending, audited, in one transaction."""
+) -> tuple[dict[tuple[str, int], sqlite3.Row], set[tuple[str, int]]]:
+    """For keys stored before: their rows; dead-lettered jobs go back to pending (audited).
+
+    One transaction, so what is looked up is what is revived.
+    """
     conn.execute("BEGIN IMMEDIATE")
     try:
-        for key, stored in dead.items():
+        found = conn.execute(Q["find_deliveries"], {"keys": orjson.dumps(skipped)}).fetchall()
+        known = {(r[1], r[2]): r for r in found}
+        revived: set[tuple[str, int]] = set()
+        for key, stored in known.items():
+            if stored[5] != jobs.JobStatus.DEAD_LETTER:
+                continue
             stamp = new[key][11]
-            conn.execute(Q["revive_job"], {"job_id": stored[4], "now": stamp})
+            if conn.execute(Q["revive_job"], {"job_id": stored[4], "now": stamp}).rowcount != 1:
+                continue
             conn.execute(
                 Q["insert_audit"],
                 {
@@ -680,11 +697,13 @@ def _revive(
                     "detail": '{"reason":"delivery received again while dead-lettered"}',
                 },
             )  # fmt: skip
+            revived.add(key)
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
+    return known, revived
 
 
 @functools.lru_cache(maxsize=MAX_BATCH)

@@ -79,13 +79,13 @@ UPDATE jobs
 SET locked_until = :until, updated_at = :now
 WHERE id IN (SELECT value FROM json_each(:ids)) AND status = 'processing' AND locked_by = :worker;
 
--- name: release_job
--- Give back a job this worker did not finish; the attempt does not count.
+-- name: release_worker
+-- Give back every job a stopping worker still holds; the attempt does not count.
 UPDATE jobs
 SET status = CASE WHEN last_error IS NULL THEN 'pending' ELSE 'failed' END,
     attempts = max(attempts - 1, 0), next_attempt_at = :now,
     locked_by = NULL, locked_until = NULL, updated_at = :now
-WHERE id = :job_id AND status = 'processing' AND locked_by = :worker;
+WHERE status = 'processing' AND locked_by = :worker;
 
 -- name: expired_leases
 -- Jobs whose holder died or hung past its lease.
