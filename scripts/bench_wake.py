@@ -86,13 +86,15 @@ def main() -> int:
         conn = sqlite3.connect(db)
         rows = conn.execute(
             "SELECT d.received_at, j.completed_at FROM jobs j JOIN deliveries d"
-            " ON d.id = j.delivery_id"
+            " ON d.id = j.delivery_id ORDER BY d.id"
         ).fetchall()
         conn.close()
     done = [(parse(c) - parse(r)).total_seconds() * 1000 for r, c in rows if c is not None]
     if len(done) != args.count:
         print(f"only {len(done)} of {args.count} deliveries were processed")
         return 1
+    slowest = max(range(len(done)), key=done.__getitem__)
+    print(f"slowest: delivery #{slowest + 1} of {len(done)}, {done[slowest]:.1f} ms")
     done.sort()
     p99 = done[min(len(done) - 1, int(len(done) * 0.99))]
     print(f"deliveries: {len(done)} (one at a time, {args.gap * 1000:.0f} ms idle between)")

@@ -38,6 +38,7 @@ Work = Callable[[aiosqlite.Connection], Awaitable[T]]
 MAX_BATCH = 256
 PRUNE_CHUNK = 1000
 CHECKPOINT_SECONDS = 1.0
+CHECKPOINT_WAL_BYTES = 4 * 1024 * 1024  # SQLite's default: 1000 pages of 4 KiB
 
 # A delivery waiting for the group commit: its key, its row values (built on
 # the event loop, so the writer thread needs the GIL as little as possible),
@@ -106,11 +107,17 @@ class SqliteStore:
         PASSIVE never blocks the writer or readers; it copies what no reader
         still needs, and the writer restarts the WAL once all of it is copied.
         """
+        wal = Path(f"{self.path}-wal")
         while True:
             await asyncio.sleep(CHECKPOINT_SECONDS)
             try:
+                # As SQLite's own autocheckpoint: only once the WAL is big
+                # enough to be worth an fsync of the database file, which
+                # would otherwise slow the commits of a quiet daemon.
+                if not wal.exists() or wal.stat().st_size < CHECKPOINT_WAL_BYTES:
+                    continue
                 await self._require(self._checkpointer).execute("PRAGMA wal_checkpoint(PASSIVE)")
-            except (sqlite3.Error, errors.StoreError) as exc:
+            except (sqlite3.Error, errors.StoreError, OSError) as exc:
                 log.warning("WAL checkpoint failed (will retry): %s", exc)
 
     def _prepare_file(self) -> None:
