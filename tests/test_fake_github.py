@@ -10,8 +10,6 @@ from typing import Any
 import httpx
 import pytest
 import stamina
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from forgea_gh import errors
 from forgea_gh.github import auth, client
@@ -200,18 +198,7 @@ async def test_deliveries_pages_and_redelivery(served: Served) -> None:
 
 @pytest.fixture(scope="module")
 def app_key() -> tuple[str, str]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
-    public = (
-        key.public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode()
-    )
-    return private, public
+    return support.rsa_key_pair()
 
 
 async def test_github_app_end_to_end(app_key: tuple[str, str]) -> None:

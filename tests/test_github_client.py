@@ -13,8 +13,6 @@ import httpx
 import jwt
 import pytest
 import stamina
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from pytest_httpx import HTTPXMock
 
 from forgea_gh import errors
@@ -61,18 +59,7 @@ def retry_waits() -> Iterator[list[float | None]]:
 
 @pytest.fixture(scope="module")
 def key_pair() -> tuple[str, str]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
-    public = (
-        key.public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode()
-    )
-    return private, public
+    return support.rsa_key_pair()
 
 
 @pytest.fixture
