@@ -302,7 +302,9 @@ CREATE TABLE redelivery_requests (
 -- Version 4: a delivery's webhook job is created by the database, in the
 -- same statement that stores the delivery. The ingest path then stores a
 -- whole batch with ONE statement (its own transaction: one fsync), and no
--- delivery can exist without its job.
+-- delivery can exist without its job. Version 5: the job's key is the
+-- delivery's row id, which only grows (a GUID put every insert at a random
+-- place in the key's unique index: one more page written per delivery).
 
 -- The attempt budget of webhook jobs; start-up writes the configured
 -- worker.max_attempts here (the most recently started daemon's value wins).
@@ -316,9 +318,9 @@ CREATE TRIGGER deliveries_enqueue AFTER INSERT ON deliveries
 BEGIN
     INSERT INTO jobs (kind, delivery_id, idempotency_key, max_attempts, next_attempt_at,
                       created_at, updated_at)
-    VALUES ('webhook', NEW.id, 'webhook:' || NEW.guid || ':' || NEW.hook_id,
+    VALUES ('webhook', NEW.id, 'webhook:' || NEW.id,
             (SELECT webhook_max_attempts FROM queue_settings WHERE id = 1),
             NEW.received_at, NEW.received_at, NEW.received_at);
 END;
 
-PRAGMA user_version = 4;
+PRAGMA user_version = 5;

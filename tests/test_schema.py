@@ -166,6 +166,35 @@ def test_schema_sql_equals_the_baseline_plus_every_migration(tmp_path: Path) -> 
     migrated.close()
 
 
+def _store_delivery(conn: sqlite3.Connection, guid: str) -> tuple[int, str, int]:
+    """Insert a delivery; its webhook job (made by the trigger): id, key, attempt budget."""
+    now = "2026-11-23T00:00:00.000000Z"
+    delivery_id = conn.execute(
+        "INSERT INTO deliveries (guid, hook_id, event, headers, content_type, body, body_sha256,"
+        " received_at) VALUES (?, 7, 'push', '{}', 'application/json', x'7b7d', 'x', ?)",
+        (guid, now),
+    ).lastrowid
+    job: tuple[int, str, int] = conn.execute(
+        "SELECT id, idempotency_key, max_attempts FROM jobs WHERE delivery_id = ?", (delivery_id,)
+    ).fetchone()
+    return job
+
+
+def test_a_stored_delivery_gets_its_webhook_job_keyed_by_its_row_id(tmp_path: Path) -> None:
+    conn = _raw(tmp_path / "keys.db")
+    for script in list(schema.migrations().values())[:4]:  # a database at version 4
+        for statement in schema.statements(script):
+            conn.execute(statement)
+    conn.execute("UPDATE queue_settings SET webhook_max_attempts = 3")
+    assert _store_delivery(conn, "before") == (1, "webhook:before:7", 3)
+
+    assert schema.ensure(conn).after == schema.SCHEMA_VERSION
+    # Jobs made before keep their keys; new ones are keyed by the delivery's id.
+    assert conn.execute("SELECT idempotency_key FROM jobs").fetchall() == [("webhook:before:7",)]
+    assert _store_delivery(conn, "after") == (2, "webhook:2", 3)
+    conn.close()
+
+
 def test_migrations_are_numbered_without_gaps() -> None:
     found = schema.migrations()
     assert list(found) == list(range(1, schema.SCHEMA_VERSION + 1))
