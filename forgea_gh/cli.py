@@ -539,16 +539,18 @@ def _page_size(text: str) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
+    config_help = f"TOML config file (default: ${settings.CONFIG_ENV_VAR})"
+    # --config goes before or after the command. After it, its default must
+    # not be None: argparse would write that over a --config given before.
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--config", metavar="PATH", help=f"TOML config file (default: ${settings.CONFIG_ENV_VAR})"
-    )
+    common.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS, help=config_help)
     as_json = argparse.ArgumentParser(add_help=False)
     as_json.add_argument("--json", action="store_true", help="print JSON")
 
     parser = argparse.ArgumentParser(
-        prog="forgea-gh", parents=[common], description="GitHub webhook daemon for Forgea labs."
+        prog="forgea-gh", description="GitHub webhook daemon for Forgea labs."
     )
+    parser.add_argument("--config", metavar="PATH", help=config_help)
     commands = parser.add_subparsers(metavar="COMMAND", required=True)
 
     serve = commands.add_parser("serve", parents=[common], help="run the daemon")

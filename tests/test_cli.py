@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -185,3 +188,16 @@ def test_every_command_takes_config(tmp_path: Path, command: list[str]) -> None:
     assert forgea(tmp_path, "db", "init").returncode == 0
     result = forgea(tmp_path, *command)
     assert result.returncode == 0, result.stderr
+
+
+def test_config_may_come_before_the_command(tmp_path: Path) -> None:
+    # Without it the daemon would look for the default secret and fail.
+    assert forgea(tmp_path, "db", "init").returncode == 0
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("FORGEA_GH_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "forgea_gh", "--config", str(tmp_path / "config.toml"), "db",
+         "check", "--json"],
+        capture_output=True, text=True, timeout=60, check=False, env=clean,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["path"] == str(tmp_path / "forgea.db")
