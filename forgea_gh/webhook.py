@@ -100,7 +100,8 @@ class JsonStyle:
     keep their key order.
     """
 
-    # Non-ASCII text as \uXXXX escapes (surrogate pairs above U+FFFF), not raw UTF-8.
+    # Non-ASCII text as \u escapes ("é" as \u00e9; surrogate pairs above U+FFFF),
+    # not raw UTF-8.
     ascii_only: bool = False
     # \u escapes with upper-case hex, \u001B (GitHub's bodies), not \u001b (JSON.stringify).
     upper_hex: bool = False
@@ -116,7 +117,7 @@ JS_STRINGIFY = JsonStyle()
 # Every style GitHub's body may have been written in, most likely first:
 # compact, raw UTF-8, upper-case hex in control escapes (\u001B) is what
 # GitHub's deliveries show (https://github.com/octokit/webhooks.js/issues/71,
-# https://github.com/octokit/webhooks.js/pull/72); "\/" and \uXXXX for
+# https://github.com/octokit/webhooks.js/pull/72); "\/" and \u escapes for
 # non-ASCII are what Ruby encoders write on request; the pretty layout is
 # what octokit later normalized to (src/to-normalized-json-string.ts there).
 RESERIALIZED_STYLES: tuple[JsonStyle, ...] = tuple(

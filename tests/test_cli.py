@@ -106,36 +106,12 @@ async def test_deliver_signs_and_posts(tmp_path: Path) -> None:
         port = base_url.rsplit(":", 1)[1]
         env = {"FORGEA_GH_SERVER__PORT": port}
         payload = str(FIXTURES / "push" / "payload.json")
-        first = await asyncio.to_thread(
-            forgea,
-            tmp_path,
-            "deliver",
-            payload,
-            "--event",
-            "push",
-            "--delivery",
-            "d-1",
-            "--hook-id",
-            "77",
-            "--json",
-            env=env,
-        )
+        deliver = ["deliver", payload, "--event", "push", "--delivery", "d-1", "--hook-id", "77"]
+        first = await asyncio.to_thread(forgea, tmp_path, *deliver, "--json", env=env)
         assert first.returncode == 0, first.stderr
         sent = json.loads(first.stdout)
         assert (sent["status_code"], sent["response"]["status"]) == (202, "stored")
-        again = await asyncio.to_thread(
-            forgea,
-            tmp_path,
-            "deliver",
-            payload,
-            "--event",
-            "push",
-            "--delivery",
-            "d-1",
-            "--hook-id",
-            "77",
-            env=env,
-        )
+        again = await asyncio.to_thread(forgea, tmp_path, *deliver, env=env)
         assert again.returncode == 0
         assert again.stdout.startswith("200 ")
         fresh = await asyncio.to_thread(

@@ -195,41 +195,37 @@ async def test_expired_lease_is_rescued_and_counts_as_an_attempt(
     assert len(rows(store, "SELECT * FROM job_errors")) == 3
 
 
-async def test_shutdown_releases_unfinished_jobs(
-    store: sqlite.SqliteStore, clock: FakeClock
+@pytest.mark.parametrize(
+    ("work_seconds", "grace_seconds", "expected"),
+    [
+        # Not done within the grace period: released, its attempt not counted.
+        (60, 0.1, ("pending", 0, None)),
+        # Done within it: let finish.
+        (0.05, 5, ("completed", 1, None)),
+    ],
+)
+async def test_shutdown_lets_quick_jobs_finish_and_releases_the_rest(
+    store: sqlite.SqliteStore,
+    clock: FakeClock,
+    work_seconds: float,
+    grace_seconds: float,
+    expected: tuple[str, int, None],
 ) -> None:
     started = asyncio.Event()
 
-    async def slow(claimed: jobs.ClaimedJob) -> str:
+    async def work(claimed: jobs.ClaimedJob) -> str:
         started.set()
-        await asyncio.sleep(60)
-        return "never"
+        await asyncio.sleep(work_seconds)
+        return "handled: in time"
 
-    proc = make_processor(store, clock, slow)
+    proc = make_processor(store, clock, work)
     await store.enqueue_delivery(delivery(), clock())
     proc.start()
     proc.wake()
     await asyncio.wait_for(started.wait(), 5)
-    await proc.stop(grace_seconds=0.1)
+    await proc.stop(grace_seconds=grace_seconds)
     job = rows(store, "SELECT * FROM jobs")[0]
-    assert (job["status"], job["attempts"], job["locked_by"]) == ("pending", 0, None)
-
-
-async def test_shutdown_lets_quick_jobs_finish(store: sqlite.SqliteStore, clock: FakeClock) -> None:
-    started = asyncio.Event()
-
-    async def quick(claimed: jobs.ClaimedJob) -> str:
-        started.set()
-        await asyncio.sleep(0.05)
-        return "handled: quick"
-
-    proc = make_processor(store, clock, quick)
-    await store.enqueue_delivery(delivery(), clock())
-    proc.start()
-    proc.wake()
-    await asyncio.wait_for(started.wait(), 5)
-    await proc.stop(grace_seconds=5)
-    assert rows(store, "SELECT status FROM jobs")[0][0] == "completed"
+    assert (job["status"], job["attempts"], job["locked_by"]) == expected
 
 
 async def test_redelivery_of_a_dead_letter_revives_it(
