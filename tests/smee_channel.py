@@ -11,7 +11,6 @@ body: parsed JSON body, query, timestamp}). JSON.stringify is emulated by
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import sqlite3
 import time
@@ -20,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response, StreamingResponse
@@ -171,28 +169,3 @@ def delivery_count(db: Path) -> int:
         return 0
     finally:
         conn.close()
-
-
-@contextlib.asynccontextmanager
-async def serve_on(app: Starlette, port: int) -> AsyncIterator[str]:
-    """tests.support.live_server on a port chosen beforehand (the daemon's own config needs it)."""
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            host="127.0.0.1",
-            port=port,
-            log_config=None,
-            access_log=False,
-            lifespan="on",
-            timeout_graceful_shutdown=5,
-        )
-    )
-    task = asyncio.create_task(server.serve())
-    try:
-        await wait_until(lambda: server.started or task.done(), 5, "uvicorn")
-        if task.done():
-            task.result()
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, timeout=15)

@@ -110,9 +110,9 @@ def free_port() -> int:
 
 
 @contextlib.asynccontextmanager
-async def live_server(app: Starlette) -> AsyncIterator[str]:
-    """Serve `app` with uvicorn on a free loopback port; stop it on exit."""
-    port = free_port()
+async def live_server(app: Starlette, port: int | None = None) -> AsyncIterator[str]:
+    """Serve `app` with uvicorn on loopback (a free port unless `port` is given); stop on exit."""
+    port = free_port() if port is None else port
     server = uvicorn.Server(
         uvicorn.Config(
             app,

@@ -29,7 +29,6 @@ from tests.smee_channel import (
     github_body,
     js_stringify,
     publish,
-    serve_on,
     stored_deliveries,
     wait_until,
 )
@@ -425,7 +424,7 @@ async def test_serve_runs_the_forwarder_from_config(
     daemon: app_mod.Daemon = web_app.state.daemon
     body = github_body(TRICKY_PAYLOADS[0], GITHUB_STYLES[0])
     db = Path(config.database.sqlite_path)
-    async with serve_on(web_app, port):
+    async with live_server(web_app, port):
         assert daemon.smee_task is not None and not daemon.smee_task.done()
         await channel.wait_for_subscribers(1)
         await publish(source, body, signed_headers(body, "issues", guid="in-serve"))
