@@ -9,7 +9,10 @@ module that reads configuration; everything else receives a `Settings`.
 
 from __future__ import annotations
 
+import json
 import os
+import tomllib
+import typing
 from pathlib import Path
 from typing import Literal
 
@@ -19,6 +22,7 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
@@ -29,6 +33,8 @@ from forgea_gh import errors
 DEVELOPMENT_SECRET = "forgea-dev-secret-not-for-production"
 
 CONFIG_ENV_VAR = "FORGEA_GH_CONFIG"
+ENV_PREFIX = "FORGEA_GH_"
+ENV_DELIMITER = "__"
 
 
 class _Section(BaseModel):
@@ -174,8 +180,8 @@ class LogSettings(_Section):
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="FORGEA_GH_",
-        env_nested_delimiter="__",
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=ENV_DELIMITER,
         extra="forbid",
         frozen=True,
     )
@@ -251,6 +257,16 @@ class Settings(BaseSettings):
         return self.api.token.get_secret_value()
 
 
+# "section.key" of every list setting: the environment gives these as JSON.
+LIST_KEYS = frozenset(
+    f"{section}.{key}"
+    for section, field in Settings.model_fields.items()
+    if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)
+    for key, inner in field.annotation.model_fields.items()
+    if typing.get_origin(inner.annotation) in (list, tuple, set, dict)
+)
+
+
 def _read_secret_file(key: str, path: str) -> str:
     try:
         return Path(path).read_text(encoding="utf-8")
@@ -285,9 +301,29 @@ def load(path: str | os.PathLike[str] | None = None) -> Settings:
         loaded = _FromFile()
     except pydantic.ValidationError as exc:
         raise errors.ConfigError(describe_validation_error(exc)) from None
-    except ValueError as exc:  # tomllib.TOMLDecodeError is a ValueError
+    except tomllib.TOMLDecodeError as exc:
         raise errors.ConfigError(f"{toml_path}: not valid TOML: {exc}") from None
+    except SettingsError as exc:
+        # Raised for an environment value that is not JSON where a list is
+        # expected; pydantic-settings names only the section.
+        raise errors.ConfigError(describe_environment_error(exc)) from None
     return loaded
+
+
+def describe_environment_error(exc: SettingsError) -> str:
+    """Name the FORGEA_GH_* variable a list key could not be read from."""
+    for name, value in sorted(os.environ.items()):
+        section, _, key = name.upper().removeprefix(ENV_PREFIX).partition(ENV_DELIMITER)
+        if not name.upper().startswith(ENV_PREFIX) or f"{section}.{key}".lower() not in LIST_KEYS:
+            continue
+        try:
+            json.loads(value)
+        except ValueError:
+            return (
+                f"invalid configuration: {section.lower()}.{key.lower()}: {name} must be a JSON "
+                f'list, e.g. {name}=\'["first", "second"]\''
+            )
+    return f"invalid configuration from the environment ({ENV_PREFIX}*): {exc}"
 
 
 def describe_validation_error(exc: pydantic.ValidationError) -> str:

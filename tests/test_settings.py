@@ -110,6 +110,18 @@ def test_broken_toml_is_reported(tmp_path: Path) -> None:
         settings.load(path)
 
 
+def test_a_list_in_the_environment_that_is_not_json_names_its_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("FORGEA_GH_WEBHOOK__SECRETS", "s3cret")
+    with pytest.raises(errors.ConfigError) as raised:
+        settings.load(None)
+    message = str(raised.value)
+    assert message.startswith("invalid configuration: webhook.secrets: FORGEA_GH_WEBHOOK__SECRETS")
+    assert "JSON list" in message
+    assert "TOML" not in message
+
+
 def test_missing_config_file_is_reported(tmp_path: Path) -> None:
     with pytest.raises(errors.ConfigError, match="config file not found"):
         settings.load(tmp_path / "nope.toml")
