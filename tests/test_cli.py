@@ -159,6 +159,19 @@ def test_serve_refuses_a_newer_database_in_one_line(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.parametrize("command", [["db", "init"], ["serve", "--port", "0"]])
+def test_a_database_path_that_cannot_be_made_stops_in_one_line(
+    tmp_path: Path, command: list[str]
+) -> None:
+    (tmp_path / "a-file").write_text("")
+    url = f"sqlite:///{tmp_path / 'a-file' / 'forgea.db'}"
+    result = forgea(tmp_path, *command, env={"FORGEA_GH_DATABASE__URL": url})
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("forgea-gh: cannot open SQLite database "), result.stderr
+
+
 @pytest.mark.parametrize("command", [["status"], ["dead-letters", "list"], ["db", "check"]])
 def test_every_command_takes_config(tmp_path: Path, command: list[str]) -> None:
     assert forgea(tmp_path, "db", "init").returncode == 0

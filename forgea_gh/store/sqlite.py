@@ -74,9 +74,9 @@ class SqliteStore:
     # -- lifecycle ---------------------------------------------------------
 
     async def open(self) -> None:
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         try:
+            if self.path != ":memory:":
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             await asyncio.to_thread(self._prepare_file)
             self._writer = await self._connect()
             self._reader = await self._connect()
@@ -90,7 +90,7 @@ class SqliteStore:
                 " WHERE id = 1 AND webhook_max_attempts <> ?",
                 (self.max_attempts, self.max_attempts),
             )
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             await self.close()
             raise errors.StoreError(f"cannot open SQLite database {self.path}: {exc}") from exc
         except BaseException:
