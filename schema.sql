@@ -306,8 +306,9 @@ CREATE TABLE redelivery_requests (
 -- delivery's row id, which only grows (a GUID put every insert at a random
 -- place in the key's unique index: one more page written per delivery).
 
--- The attempt budget of webhook jobs; start-up writes the configured
--- worker.max_attempts here (the most recently started daemon's value wins).
+-- The attempt budget of webhook jobs; start-up of a daemon that receives
+-- webhooks writes its worker.max_attempts here (the most recently started
+-- one wins). CLI commands and worker-only daemons leave it as it is.
 CREATE TABLE queue_settings (
     id                   INTEGER PRIMARY KEY CHECK (id = 1),
     webhook_max_attempts INTEGER NOT NULL CHECK (webhook_max_attempts >= 1)

@@ -79,7 +79,7 @@ def build(
     github_transport: httpx.AsyncBaseTransport | None = None,
 ) -> Starlette:
     """The daemon as an ASGI app. `github_transport` lets tests route GitHub calls."""
-    store = store_mod.from_settings(config)
+    store = store_mod.from_settings(config, receiving=role in (Role.RECEIVER, Role.ALL))
     github = github_client.from_settings(config, transport=github_transport)
     github_configured = github is not None
     # Without GitHub credentials no outbound job is ever created.

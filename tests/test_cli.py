@@ -159,6 +159,28 @@ def test_serve_refuses_a_newer_database_in_one_line(tmp_path: Path) -> None:
     )
 
 
+async def test_only_a_receiving_daemon_sets_the_webhook_attempt_budget(tmp_path: Path) -> None:
+    import sqlite3
+
+    def budget() -> int:
+        conn = sqlite3.connect(tmp_path / "forgea.db")
+        try:
+            (value,) = conn.execute("SELECT webhook_max_attempts FROM queue_settings").fetchone()
+            return int(value)
+        finally:
+            conn.close()
+
+    receiving = sqlite.SqliteStore(str(tmp_path / "forgea.db"), max_attempts=3)
+    await receiving.open()
+    await receiving.close()
+    assert budget() == 3
+    # The CLI's config says 8 (the default): reading must not change the daemon's budget.
+    for command in (["status"], ["dead-letters", "list"], ["db", "check"]):
+        result = forgea(tmp_path, *command)
+        assert result.returncode == 0, result.stderr
+    assert budget() == 3
+
+
 @pytest.mark.parametrize("command", [["db", "init"], ["serve", "--port", "0"]])
 def test_a_database_path_that_cannot_be_made_stops_in_one_line(
     tmp_path: Path, command: list[str]

@@ -55,8 +55,13 @@ class SqliteStore:
         *,
         synchronous: str = "FULL",
         busy_timeout_ms: int = 5000,
-        max_attempts: int = 8,
+        max_attempts: int | None = None,
     ) -> None:
+        """`max_attempts`, when given, becomes the attempt budget the
+        deliveries_enqueue trigger gives new webhook jobs. It is kept in the
+        file, so only a daemon that receives webhooks sets it: a CLI command
+        run with another config must not change the daemon's budget.
+        """
         self.path = path
         self.synchronous = synchronous
         self.busy_timeout_ms = busy_timeout_ms
@@ -84,12 +89,12 @@ class SqliteStore:
             # Checkpoints run on their own connection and thread (below), so a
             # commit never stops to copy the WAL into the database file.
             await self._writer.execute("PRAGMA wal_autocheckpoint=0")
-            # The deliveries_enqueue trigger gives new webhook jobs this budget.
-            await self._writer.execute(
-                "UPDATE queue_settings SET webhook_max_attempts = ?"
-                " WHERE id = 1 AND webhook_max_attempts <> ?",
-                (self.max_attempts, self.max_attempts),
-            )
+            if self.max_attempts is not None:
+                await self._writer.execute(
+                    "UPDATE queue_settings SET webhook_max_attempts = ?"
+                    " WHERE id = 1 AND webhook_max_attempts <> ?",
+                    (self.max_attempts, self.max_attempts),
+                )
         except (sqlite3.Error, OSError) as exc:
             await self.close()
             raise errors.StoreError(f"cannot open SQLite database {self.path}: {exc}") from exc
@@ -237,9 +242,7 @@ class SqliteStore:
 
     async def _commit_batch(self, batch: list[_Pending]) -> None:
         try:
-            results = await self._write_in_thread(
-                functools.partial(_ingest, batch=batch, max_attempts=self.max_attempts)
-            )
+            results = await self._write_in_thread(functools.partial(_ingest, batch=batch))
         except errors.RuleViolation as exc:
             if len(batch) > 1:
                 # One row the schema refuses must not fail its neighbours.
@@ -605,7 +608,7 @@ _DELIVERY_COLUMNS = (
 
 
 def _ingest(
-    conn: sqlite3.Connection, *, batch: list[_Pending], max_attempts: int
+    conn: sqlite3.Connection, *, batch: list[_Pending]
 ) -> list[jobs.EnqueueResult | errors.StoreError]:
     """Store a batch of deliveries and their webhook jobs (runs in the writer thread).
 
