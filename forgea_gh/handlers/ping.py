@@ -1,4 +1,4 @@
-"""`ping`: GitHub's hello when a hook is created. Nothing to do but note it.
+"""`ping`: GitHub's hello when a hook is created. Nothing to do: completed as ignored.
 
 https://docs.github.com/en/webhooks/webhook-events-and-payloads#ping
 """
@@ -15,4 +15,5 @@ async def handle(claimed: jobs.ClaimedJob) -> str:
     except errors.BadDeliveryError as exc:
         raise errors.PermanentError(f"ping payload unreadable: {exc}") from exc
     hook_id = payload.get("hook_id")
-    return f"handled: ping from hook {hook_id}" if hook_id is not None else "handled: ping"
+    # Completed as ignored: a ping asks nothing of a lab, it only proves the hook works.
+    return f"ignored: ping from hook {hook_id}" if hook_id is not None else "ignored: ping"
