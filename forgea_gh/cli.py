@@ -197,6 +197,10 @@ def cmd_dead_letters_show(args: argparse.Namespace, config: settings.Settings) -
 
 
 def cmd_replay(args: argparse.Namespace, config: settings.Settings) -> int:
+    if args.event is not None and not args.all_dead:
+        # Silently replaying the one job named, whatever its event, would
+        # surprise whoever typed the filter.
+        return _usage("--event filters --all-dead only; a GUID or job id names its jobs itself")
     selector = base.ReplaySelector(
         guid=args.guid, job_id=args.job, all_dead=args.all_dead, event=args.event
     )
@@ -224,7 +228,10 @@ def cmd_replay(args: argparse.Namespace, config: settings.Settings) -> int:
 
 def cmd_deliver(args: argparse.Namespace, config: settings.Settings) -> int:
     secret = config.require_webhook_secrets()[0]
-    body = Path(args.file).read_bytes()
+    try:
+        body = Path(args.file).read_bytes()
+    except OSError as exc:
+        return _usage(f"cannot read {args.file}: {exc.strerror or exc}")
     content_type = webhook.JSON
     if args.form:
         # As a hook with content type application/x-www-form-urlencoded: the
@@ -585,7 +592,7 @@ def _parser() -> argparse.ArgumentParser:
     listing = dead.add_parser("list", parents=[common, as_json], help="list dead letters")
     for name in ("kind", "event", "action", "guid", "cursor"):
         listing.add_argument(f"--{name}")
-    listing.add_argument("--limit", type=int, default=50)
+    listing.add_argument("--limit", type=_page_size, default=50)
     listing.set_defaults(command=cmd_dead_letters_list)
     show = dead.add_parser("show", parents=[common, as_json], help="one dead letter")
     show.add_argument("job_id", type=int)

@@ -97,6 +97,14 @@ async def test_dead_letters_replay_and_status(tmp_path: Path) -> None:
     assert "nothing to replay" in forgea(tmp_path, "replay", "--all-dead").stdout
     usage = forgea(tmp_path, "replay")
     assert usage.returncode == 2
+    # --event without --all-dead would be ignored; it is refused instead.
+    filtered = forgea(tmp_path, "replay", "--guid", "b-1", "--event", "push")
+    assert filtered.returncode == 2
+    assert "--event filters --all-dead only" in filtered.stderr
+    for limit in ("0", "501", "x"):
+        refused = forgea(tmp_path, "dead-letters", "list", "--limit", limit)
+        assert refused.returncode == 2, limit
+        assert "--limit" in refused.stderr
 
 
 async def test_deliver_signs_and_posts(tmp_path: Path) -> None:

@@ -132,6 +132,15 @@ def test_form_needs_a_utf8_file(tmp_path: Path) -> None:
     assert "not UTF-8" in result.stderr
 
 
+def test_a_missing_file_is_named_without_a_traceback(tmp_path: Path) -> None:
+    result = forgea(tmp_path, "deliver", str(tmp_path / "nope.json"), "--event", "push")
+    assert result.returncode == 2
+    assert (
+        result.stderr.strip()
+        == f"forgea-gh: cannot read {tmp_path / 'nope.json'}: No such file or directory"
+    )
+
+
 def test_serve_warns_when_accept_reserialized_is_on(tmp_path: Path) -> None:
     # A newer database stops serve right after the warnings: no server needed.
     assert forgea(tmp_path, "db", "init").returncode == 0
