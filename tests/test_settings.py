@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 from pathlib import Path
@@ -37,6 +38,11 @@ def test_example_config_documents_every_key() -> None:
         assert section.annotation is not None
         for key in section.annotation.model_fields:
             assert f"\n{key} = " in text, f"{section_name}.{key} is not in config.example.toml"
+    # ... each with a comment of its own, on the line above it.
+    lines = text.splitlines()
+    for above, line in itertools.pairwise(lines):
+        if " = " in line and not line.startswith("#"):
+            assert above.startswith("#"), f"no comment above {line!r} in config.example.toml"
 
 
 def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
