@@ -3,9 +3,11 @@
 `run_once` is the unit: claim up to `concurrency` due jobs under a lease,
 run them concurrently, and for each commit exactly one of: completed,
 failed-and-rescheduled (`RetryPolicy`), or dead-lettered. `run_forever`
-calls it whenever something wakes it: the receiver after each stored
-delivery, and the scheduler's tick (the fallback, which also rescues
-expired leases).
+calls it whenever something wakes it: the receiver in this process after
+each stored delivery; any commit to the store by another process (a
+receiver started with `--role receiver`, a `replay`), seen by polling the
+store's commit marker; and the scheduler's tick (the fallback, which also
+rescues expired leases).
 """
 
 from __future__ import annotations
@@ -26,6 +28,10 @@ from forgea_gh.store import base
 log = logging.getLogger(__name__)
 
 MAX_ERROR_MESSAGE = 2000
+# How often the processor looks for commits by other processes. One tiny
+# query; 50 ms keeps a split receiver/worker well within the 100 ms a
+# delivery may wait on an idle daemon.
+FOLLOW_SECONDS = 0.05
 
 
 def new_worker_id() -> str:
@@ -58,6 +64,7 @@ class Processor:
         self._stopping = False
         self._in_flight: set[int] = set()
         self._loop_task: asyncio.Task[None] | None = None
+        self._follow_task: asyncio.Task[None] | None = None
 
     # -- one round ---------------------------------------------------------
 
@@ -203,8 +210,33 @@ class Processor:
             log.error("lease upkeep failed: %s", exc)
         self.wake()
 
-    def start(self) -> None:
+    def start(self, follow_seconds: float | None = FOLLOW_SECONDS) -> None:
+        """Run the loop; with `follow_seconds`, also wake on other processes' commits."""
         self._loop_task = asyncio.create_task(self.run_forever(), name="forgea-processor")
+        if follow_seconds is not None:
+            self._follow_task = asyncio.create_task(
+                self.follow_commits(follow_seconds), name="forgea-follow-commits"
+            )
+
+    async def follow_commits(self, interval: float) -> None:
+        """Wake the loop whenever the store's commit marker moves."""
+        last: int | None = None
+        failing = False
+        while not self._stopping:
+            marker: int | None
+            try:
+                marker = await self.store.commit_marker()
+                failing = False
+            except errors.StoreError as exc:
+                # The tick still finds the work; say (once) why wake-ups are late.
+                if not failing:
+                    log.warning("cannot read the store's commit marker: %s", exc)
+                failing = True
+                marker = last
+            if last is not None and marker != last:
+                self.wake()
+            last = marker
+            await asyncio.sleep(interval)
 
     async def run_forever(self) -> None:
         while not self._stopping:
@@ -221,6 +253,10 @@ class Processor:
         """Stop claiming; let in-flight jobs finish for up to `grace_seconds`; release the rest."""
         self._stopping = True
         self._wakeup.set()
+        follow, self._follow_task = self._follow_task, None
+        if follow is not None:
+            follow.cancel()
+            await asyncio.gather(follow, return_exceptions=True)
         task, self._loop_task = self._loop_task, None
         if task is None:
             return

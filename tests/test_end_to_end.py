@@ -13,7 +13,14 @@ import httpx
 from forgea_gh import app as app_mod
 from forgea_gh import jobs
 from forgea_gh.handlers import registry
-from tests.support import fixture_payloads, live_server, make_config, push_body, signed_headers
+from tests.support import (
+    asgi_client,
+    fixture_payloads,
+    live_server,
+    make_config,
+    push_body,
+    signed_headers,
+)
 
 URL = "/webhooks/github"
 
@@ -96,3 +103,17 @@ async def test_concurrent_deliveries_with_duplicates_are_stored_and_processed_on
     assert query(path, "SELECT count(*), sum(attempts) FROM jobs") == [(150, 150)]
     assert counts["completed"] == 150
     assert handled == Counter({guid: 1 for guid in distinct})
+
+
+async def test_a_worker_apart_from_the_receiver_wakes_on_its_commits(tmp_path: Path) -> None:
+    # A tick of 30 s: only the worker following the store's commits can
+    # explain a delivery completed within the wait below.
+    config = make_config(tmp_path, worker={"poll_interval_seconds": 30})
+    worker = app_mod.build(config, role=app_mod.Role.WORKER)
+    receiver = app_mod.build(config, role=app_mod.Role.RECEIVER)
+    async with asgi_client(worker) as worker_client, asgi_client(receiver) as receiver_client:
+        body = push_body()
+        answer = await receiver_client.post(URL, content=body, headers=signed_headers(body, "push"))
+        assert answer.status_code == 202
+        counts = await wait_until_idle(worker_client, timeout=10)
+        assert counts["completed"] == 1

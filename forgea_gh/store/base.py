@@ -100,6 +100,13 @@ class Store(Protocol):
     async def ping(self) -> None:
         """Raise StoreError unless the store answers a query."""
 
+    async def commit_marker(self) -> int:
+        """A number that changes when another connection or process commits.
+
+        Cheap enough to poll several times a second: it is how a worker
+        running apart from the receiver learns of new deliveries.
+        """
+
     async def enqueue_delivery(
         self, delivery: webhook.Delivery, now: datetime
     ) -> jobs.EnqueueResult:

@@ -168,6 +168,12 @@ class SqliteStore:
     async def ping(self) -> None:
         await self._fetch("SELECT 1", {})
 
+    async def commit_marker(self) -> int:
+        # Per connection, and it moves on commits of every other connection,
+        # this process's writer included, and every other process.
+        rows = await self._fetch("PRAGMA data_version", {})
+        return int(rows[0][0])
+
     # -- transactions ------------------------------------------------------
 
     async def _write(self, work: Work[T]) -> T:
