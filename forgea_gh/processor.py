@@ -1,13 +1,15 @@
 """The job loop: claim due jobs, run their handlers, record what happened.
 
-`run_once` is the unit: claim up to `concurrency` due jobs under a lease,
-run them concurrently, and for each commit exactly one of: completed,
-failed-and-rescheduled (`RetryPolicy`), or dead-lettered. `run_forever`
-calls it whenever something wakes it: the receiver in this process after
-each stored delivery; any commit to the store by another process (a
-receiver started with `--role receiver`, a `replay`), seen by polling the
-store's commit marker; and the scheduler's tick (the fallback, which also
-rescues expired leases).
+Each claimed job, leased, ends in exactly one commit: completed,
+failed-and-rescheduled (`RetryPolicy`), or dead-lettered. `run_once` claims
+and runs one round of up to `concurrency` jobs (tests step with it);
+`run_forever`, the daemon's loop, keeps up to `concurrency` jobs running and
+refills a slot as soon as its job ends. It claims whenever something wakes
+it: a finished job; the receiver in this process after each stored
+delivery; any commit to the store by another process (a receiver started
+with `--role receiver`, a `replay`), seen by polling the store's commit
+marker; and the scheduler's tick (the fallback, which also rescues expired
+leases).
 """
 
 from __future__ import annotations
@@ -239,15 +241,54 @@ class Processor:
             await asyncio.sleep(interval)
 
     async def run_forever(self) -> None:
-        while not self._stopping:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            try:
-                while not self._stopping and await self.run_once():
-                    pass
-            except errors.StoreError as exc:
-                # The next tick tries again; nothing claimed was lost (leases).
-                log.error("processing round failed: %s", exc)
+        """Keep up to `concurrency` jobs running; a finished job's slot is refilled at once.
+
+        Unlike rounds of `run_once`, one slow job (a long rate-limit wait, a
+        slow GitHub answer) holds only its own slot, not every new delivery.
+        On stop, waits for the jobs still running (stop() bounds the wait).
+        """
+        running: set[asyncio.Task[None]] = set()
+        try:
+            while not self._stopping:
+                await self._wakeup.wait()
+                self._wakeup.clear()
+                try:
+                    while not self._stopping and len(running) < self.concurrency:
+                        claimed = await self.store.claim_due(
+                            self.worker_id,
+                            self.concurrency - len(running),
+                            self.clock(),
+                            self.lease_seconds,
+                        )
+                        if not claimed:
+                            break
+                        for c in claimed:
+                            running.add(self._start_job(c, running))
+                except errors.StoreError as exc:
+                    # The next wake-up or tick tries again; nothing claimed is lost (leases).
+                    log.error("claiming due jobs failed: %s", exc)
+        finally:
+            if running:
+                # Cancelled (stop's grace ran out): gather cancels the jobs too.
+                await asyncio.gather(*running, return_exceptions=True)
+
+    def _start_job(
+        self, claimed: jobs.ClaimedJob, running: set[asyncio.Task[None]]
+    ) -> asyncio.Task[None]:
+        job_id = claimed.job.id
+        self._in_flight.add(job_id)
+        task = asyncio.create_task(self._process(claimed), name=f"forgea-job-{job_id}")
+
+        def finished(task: asyncio.Task[None]) -> None:
+            running.discard(task)
+            self._in_flight.discard(job_id)
+            if not task.cancelled() and task.exception() is not None:
+                # Its lease expires and rescue retries it: nothing is lost.
+                log.error("job %d: could not record its outcome: %r", job_id, task.exception())
+            self.wake()  # a slot is free
+
+        task.add_done_callback(finished)
+        return task
 
     async def stop(self, grace_seconds: float) -> None:
         """Stop claiming; let in-flight jobs finish for up to `grace_seconds`; release the rest."""

@@ -228,6 +228,45 @@ async def test_shutdown_lets_quick_jobs_finish_and_releases_the_rest(
     assert (job["status"], job["attempts"], job["locked_by"]) == expected
 
 
+async def test_a_slow_job_holds_only_its_own_slot(
+    store: sqlite.SqliteStore, clock: FakeClock
+) -> None:
+    slow_started, release = asyncio.Event(), asyncio.Event()
+    done: list[str] = []
+
+    async def work(claimed: jobs.ClaimedJob) -> str:
+        assert claimed.delivery is not None
+        if claimed.delivery.guid == "slow":
+            slow_started.set()
+            await release.wait()
+        done.append(claimed.delivery.guid)
+        return "handled: in order of arrival"
+
+    proc = make_processor(store, clock, work)  # 4 slots
+    await store.enqueue_delivery(delivery(guid="slow"), clock())
+    proc.start()
+    proc.wake()
+    try:
+        await asyncio.wait_for(slow_started.wait(), 5)
+        # Twice the three free slots: each finished job's slot is refilled
+        # while the slow one still runs.
+        quick = [f"quick-{n}" for n in range(6)]
+        for guid in quick:
+            await store.enqueue_delivery(delivery(guid=guid), clock())
+            proc.wake()
+        await asyncio.wait_for(_all_done(done, quick), 5)
+        assert "slow" not in done
+    finally:
+        release.set()
+        await proc.stop(grace_seconds=5)
+    assert sorted(done) == [*quick, "slow"]
+
+
+async def _all_done(done: list[str], expected: list[str]) -> None:
+    while not set(expected) <= set(done):
+        await asyncio.sleep(0.01)
+
+
 async def test_redelivery_of_a_dead_letter_revives_it(
     store: sqlite.SqliteStore, clock: FakeClock
 ) -> None:
