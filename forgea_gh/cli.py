@@ -218,9 +218,7 @@ def cmd_replay(args: argparse.Namespace, config: settings.Settings) -> int:
     elif replayed:
         for r in replayed:
             print(f"job {r.job_id}: {r.previous_status} -> pending")
-        print(
-            f"{len(replayed)} job(s) queued again; a running daemon picks them up on its next tick"
-        )
+        print(f"{len(replayed)} job(s) queued again; a running worker picks them up at once")
     else:
         print("nothing to replay")
     return EXIT_OK
