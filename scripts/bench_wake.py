@@ -34,10 +34,28 @@ def parse(text: str) -> datetime:
     return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def wait_ready(base: str) -> bool:
+    with httpx.Client(base_url=base, timeout=10) as client:
+        for _ in range(200):
+            try:
+                if client.get("/readyz").status_code == 200:
+                    return True
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+    return False
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--count", type=int, default=100)
     parser.add_argument("--gap", type=float, default=0.05, help="idle seconds between sends")
+    parser.add_argument(
+        "--split",
+        action="store_true",
+        help="receiver and worker as two processes (serve --role receiver / --role worker):"
+        " the worker learns of deliveries from the database's commits",
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="forgea-wake-") as tmp:
@@ -46,26 +64,29 @@ def main() -> int:
         env = os.environ | {
             "FORGEA_GH_DATABASE__URL": f"sqlite:///{db}",
             "FORGEA_GH_WEBHOOK__SECRETS": f'["{SECRET}"]',
-            # A slow tick proves the receiver's wake-up does the work, not the poll.
+            # A slow tick proves the wake-up does the work (the receiver's, or with
+            # --split the worker following the database's commits), not the tick.
             "FORGEA_GH_WORKER__POLL_INTERVAL_SECONDS": "30",
             "FORGEA_GH_LOG__LEVEL": "warning",
         }
-        daemon = subprocess.Popen(
-            [str(ROOT / ".venv/bin/forgea-gh"), "serve", "--port", str(port)], env=env
+        forgea = str(ROOT / ".venv/bin/forgea-gh")
+        ports = [port, free_port()] if args.split else [port]
+        commands = (
+            [
+                [forgea, "serve", "--role", "receiver", "--port", str(ports[0])],
+                [forgea, "serve", "--role", "worker", "--port", str(ports[1])],
+            ]
+            if args.split
+            else [[forgea, "serve", "--port", str(port)]]
         )
+        daemons = [subprocess.Popen(command, env=env) for command in commands]
         try:
             base = f"http://127.0.0.1:{port}"
-            with httpx.Client(base_url=base, timeout=10) as client:
-                for _ in range(200):
-                    try:
-                        if client.get("/readyz").status_code == 200:
-                            break
-                    except httpx.TransportError:
-                        pass
-                    time.sleep(0.05)
-                else:
-                    print("daemon did not become ready", file=sys.stderr)
+            for ready_port in ports:
+                if not wait_ready(f"http://127.0.0.1:{ready_port}"):
+                    print(f"daemon on port {ready_port} did not become ready", file=sys.stderr)
                     return 1
+            with httpx.Client(base_url=base, timeout=10) as client:
                 for _ in range(args.count):
                     headers = {
                         "content-type": "application/json",
@@ -80,8 +101,10 @@ def main() -> int:
                     time.sleep(args.gap)
                 time.sleep(0.5)
         finally:
-            daemon.terminate()
-            daemon.wait(timeout=20)
+            for daemon in daemons:
+                daemon.terminate()
+            for daemon in daemons:
+                daemon.wait(timeout=20)
 
         conn = sqlite3.connect(db)
         rows = conn.execute(
@@ -97,7 +120,10 @@ def main() -> int:
     print(f"slowest: delivery #{slowest + 1} of {len(done)}, {done[slowest]:.1f} ms")
     done.sort()
     p99 = done[min(len(done) - 1, int(len(done) * 0.99))]
-    print(f"deliveries: {len(done)} (one at a time, {args.gap * 1000:.0f} ms idle between)")
+    layout = "receiver and worker in two processes" if args.split else "one process (--role all)"
+    print(
+        f"deliveries: {len(done)} (one at a time, {args.gap * 1000:.0f} ms idle between; {layout})"
+    )
     print(
         f"received -> completed: p50 {statistics.median(done):.1f} ms, p99 {p99:.1f} ms, "
         f"max {done[-1]:.1f} ms (target: within 100 ms) "
