@@ -267,9 +267,19 @@ class Processor:
                 except errors.StoreError as exc:
                     # The next wake-up or tick tries again; nothing claimed is lost (leases).
                     log.error("claiming due jobs failed: %s", exc)
+                except Exception:
+                    # A bug must not end the loop: every later delivery would
+                    # wait for a restart. Logged loudly; the next wake-up retries.
+                    log.exception("claiming due jobs failed unexpectedly")
+        except asyncio.CancelledError:
+            # stop()'s grace ran out, wherever this loop was waiting (a claim
+            # behind the write lock, or the jobs below): the jobs still
+            # running are cancelled too, and stop() releases their leases.
+            for job in running:
+                job.cancel()
+            raise
         finally:
             if running:
-                # Cancelled (stop's grace ran out): gather cancels the jobs too.
                 await asyncio.gather(*running, return_exceptions=True)
 
     def _start_job(

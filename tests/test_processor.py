@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -260,6 +261,72 @@ async def test_a_slow_job_holds_only_its_own_slot(
         release.set()
         await proc.stop(grace_seconds=5)
     assert sorted(done) == [*quick, "slow"]
+
+
+async def test_stop_cancels_jobs_even_when_its_grace_ends_during_a_claim(
+    store: sqlite.SqliteStore, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started, claiming = asyncio.Event(), asyncio.Event()
+
+    async def long_job(claimed: jobs.ClaimedJob) -> str:
+        started.set()
+        await asyncio.sleep(60)  # a long rate-limit wait
+        return "handled: too late"
+
+    proc = make_processor(store, clock, long_job)
+    real_claim = store.claim_due
+
+    async def claim_behind_the_write_lock(*args: Any, **kwargs: Any) -> list[jobs.ClaimedJob]:
+        if started.is_set():  # the refill claim, stuck (busy_timeout, a long write)
+            claiming.set()
+            await asyncio.sleep(1)
+        return await real_claim(*args, **kwargs)
+
+    monkeypatch.setattr(store, "claim_due", claim_behind_the_write_lock)
+    await store.enqueue_delivery(delivery(guid="long"), clock())
+    proc.start(follow_seconds=None)
+    proc.wake()
+    await asyncio.wait_for(started.wait(), 5)
+    proc.wake()
+    await asyncio.wait_for(claiming.wait(), 5)
+    # Without cancelling the job, stop() would wait out its 60 s.
+    await asyncio.wait_for(proc.stop(grace_seconds=0.1), 10)
+    job = rows(store, "SELECT * FROM jobs")[0]
+    assert (job["status"], job["locked_by"]) == ("pending", None)
+
+
+async def test_an_unexpected_error_while_claiming_does_not_end_the_loop(
+    store: sqlite.SqliteStore,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    proc = make_processor(store, clock, Flaky(failures=0))
+    real_claim = store.claim_due
+    failures = [ValueError("a bug")]
+
+    async def claim_once_broken(*args: Any, **kwargs: Any) -> list[jobs.ClaimedJob]:
+        if failures:
+            raise failures.pop()
+        return await real_claim(*args, **kwargs)
+
+    monkeypatch.setattr(store, "claim_due", claim_once_broken)
+    proc.start(follow_seconds=None)
+    try:
+        proc.wake()
+        while failures:
+            await asyncio.sleep(0.01)
+        await store.enqueue_delivery(delivery(guid="after-the-bug"), clock())
+        proc.wake()
+        await asyncio.wait_for(_completed(store, 1), 5)
+    finally:
+        await proc.stop(grace_seconds=1)
+    assert "claiming due jobs failed unexpectedly" in caplog.text
+
+
+async def _completed(store: sqlite.SqliteStore, count: int) -> None:
+    while len(rows(store, "SELECT id FROM jobs WHERE status = 'completed'")) < count:
+        await asyncio.sleep(0.01)
 
 
 async def _all_done(done: list[str], expected: list[str]) -> None:
