@@ -263,7 +263,7 @@ LIST_KEYS = frozenset(
     for section, field in Settings.model_fields.items()
     if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)
     for key, inner in field.annotation.model_fields.items()
-    if typing.get_origin(inner.annotation) in (list, tuple, set, dict)
+    if typing.get_origin(inner.annotation) is list
 )
 
 
@@ -303,6 +303,8 @@ def load(path: str | os.PathLike[str] | None = None) -> Settings:
         raise errors.ConfigError(describe_validation_error(exc)) from None
     except tomllib.TOMLDecodeError as exc:
         raise errors.ConfigError(f"{toml_path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise errors.ConfigError(f"{toml_path}: not valid TOML: not UTF-8 text") from None
     except SettingsError as exc:
         # Raised for an environment value that is not JSON where a list is
         # expected; pydantic-settings names only the section.

@@ -128,6 +128,13 @@ def test_a_list_in_the_environment_that_is_not_json_names_its_variable(
     assert "TOML" not in message
 
 
+def test_a_config_file_that_is_not_utf8_is_reported(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_bytes(b"\xff\xfe[server]\n")
+    with pytest.raises(errors.ConfigError, match="not valid TOML: not UTF-8 text"):
+        settings.load(path)
+
+
 def test_missing_config_file_is_reported(tmp_path: Path) -> None:
     with pytest.raises(errors.ConfigError, match="config file not found"):
         settings.load(tmp_path / "nope.toml")
