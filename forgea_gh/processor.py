@@ -229,10 +229,11 @@ class Processor:
             try:
                 marker = await self.store.commit_marker()
                 failing = False
-            except errors.StoreError as exc:
-                # The tick still finds the work; say (once) why wake-ups are late.
+            except Exception as exc:
+                # A store error or a bug: the tick still finds the work, so
+                # keep going, and say (once) why wake-ups are late.
                 if not failing:
-                    log.warning("cannot read the store's commit marker: %s", exc)
+                    log.warning("cannot read the store's commit marker: %r", exc)
                 failing = True
                 marker = last
             if last is not None and marker != last:
@@ -254,16 +255,14 @@ class Processor:
                 self._wakeup.clear()
                 try:
                     while not self._stopping and len(running) < self.concurrency:
+                        wanted = self.concurrency - len(running)
                         claimed = await self.store.claim_due(
-                            self.worker_id,
-                            self.concurrency - len(running),
-                            self.clock(),
-                            self.lease_seconds,
+                            self.worker_id, wanted, self.clock(), self.lease_seconds
                         )
-                        if not claimed:
-                            break
                         for c in claimed:
                             running.add(self._start_job(c, running))
+                        if len(claimed) < wanted:
+                            break  # nothing more is due: no empty claim (a write) to find that out
                 except errors.StoreError as exc:
                     # The next wake-up or tick tries again; nothing claimed is lost (leases).
                     log.error("claiming due jobs failed: %s", exc)

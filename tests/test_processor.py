@@ -324,6 +324,38 @@ async def test_an_unexpected_error_while_claiming_does_not_end_the_loop(
     assert "claiming due jobs failed unexpectedly" in caplog.text
 
 
+async def test_the_processor_wakes_on_another_stores_commits_even_after_an_error(
+    store: sqlite.SqliteStore,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    proc = make_processor(store, clock, Flaky(failures=0))
+    real_marker = store.commit_marker
+    failures = [RuntimeError("a bug")]
+
+    async def marker_once_broken() -> int:
+        if failures:
+            raise failures.pop()
+        return await real_marker()
+
+    monkeypatch.setattr(store, "commit_marker", marker_once_broken)
+    # No scheduler here: only following the commits can wake the processor.
+    proc.start(follow_seconds=0.01)
+    other = sqlite.SqliteStore(store.path)  # as a receiver in another process
+    await other.open()
+    try:
+        while failures:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)  # the marker has been read since the error
+        await other.enqueue_delivery(delivery(guid="from-elsewhere"), clock())
+        await asyncio.wait_for(_completed(store, 1), 5)
+    finally:
+        await other.close()
+        await proc.stop(grace_seconds=1)
+    assert "cannot read the store's commit marker: RuntimeError('a bug')" in caplog.text
+
+
 async def _completed(store: sqlite.SqliteStore, count: int) -> None:
     while len(rows(store, "SELECT id FROM jobs WHERE status = 'completed'")) < count:
         await asyncio.sleep(0.01)

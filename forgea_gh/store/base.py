@@ -101,10 +101,11 @@ class Store(Protocol):
         """Raise StoreError unless the store answers a query."""
 
     async def commit_marker(self) -> int:
-        """A number that changes when another connection or process commits.
+        """A number that changes when another process (or store) commits.
 
-        Cheap enough to poll several times a second: it is how a worker
-        running apart from the receiver learns of new deliveries.
+        This store's own writes leave it as it is. Cheap enough to poll
+        several times a second: it is how a worker running apart from the
+        receiver learns of new deliveries.
         """
 
     async def enqueue_delivery(

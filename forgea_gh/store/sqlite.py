@@ -169,9 +169,14 @@ class SqliteStore:
         await self._fetch("SELECT 1", {})
 
     async def commit_marker(self) -> int:
-        # Per connection, and it moves on commits of every other connection,
-        # this process's writer included, and every other process.
-        rows = await self._fetch("PRAGMA data_version", {})
+        # Read on the writer: data_version moves with the commits of every
+        # other connection and process, never with the connection's own, so
+        # this store's claims and completions do not wake its own processor.
+        db = self._require(self._writer)
+        try:
+            rows = list(await db.execute_fetchall("PRAGMA data_version"))
+        except sqlite3.Error as exc:
+            raise _translate(exc) from exc
         return int(rows[0][0])
 
     # -- transactions ------------------------------------------------------
