@@ -15,7 +15,15 @@ from forgea_gh import app as app_mod
 from forgea_gh import errors, jobs, processor, retry, webhook
 from forgea_gh.handlers import registry
 from forgea_gh.store import schema, sqlite
-from tests.support import FIXTURES, SECRET, live_server, make_config, push_body, signed_headers
+from tests.support import (
+    FIXTURES,
+    SECRET,
+    asgi_client,
+    live_server,
+    make_config,
+    push_body,
+    signed_headers,
+)
 from tests.support import run_cli as forgea
 
 
@@ -182,11 +190,18 @@ async def test_only_a_receiving_daemon_sets_the_webhook_attempt_budget(tmp_path:
     await receiving.open()
     await receiving.close()
     assert budget() == 3
+    config = make_config(tmp_path, worker={"max_attempts": 5})
+    async with asgi_client(app_mod.build(config, role=app_mod.Role.WORKER)):
+        pass
+    assert budget() == 3  # a worker stores no deliveries: not its budget to set
+    async with asgi_client(app_mod.build(config, role=app_mod.Role.RECEIVER)):
+        pass
+    assert budget() == 5
     # The CLI's config says 8 (the default): reading must not change the daemon's budget.
     for command in (["status"], ["dead-letters", "list"], ["db", "check"]):
         result = forgea(tmp_path, *command)
         assert result.returncode == 0, result.stderr
-    assert budget() == 3
+    assert budget() == 5
 
 
 @pytest.mark.parametrize("command", [["db", "init"], ["serve", "--port", "0"]])
