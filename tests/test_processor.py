@@ -302,15 +302,7 @@ async def test_an_unexpected_error_while_claiming_does_not_end_the_loop(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     proc = make_processor(store, clock, Flaky(failures=0))
-    real_claim = store.claim_due
-    failures = [ValueError("a bug")]
-
-    async def claim_once_broken(*args: Any, **kwargs: Any) -> list[jobs.ClaimedJob]:
-        if failures:
-            raise failures.pop()
-        return await real_claim(*args, **kwargs)
-
-    monkeypatch.setattr(store, "claim_due", claim_once_broken)
+    failures = _fail_once(monkeypatch, store, "claim_due", ValueError("a bug"))
     proc.start(follow_seconds=None)
     try:
         proc.wake()
@@ -331,15 +323,7 @@ async def test_the_processor_wakes_on_another_stores_commits_even_after_an_error
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     proc = make_processor(store, clock, Flaky(failures=0))
-    real_marker = store.commit_marker
-    failures = [RuntimeError("a bug")]
-
-    async def marker_once_broken() -> int:
-        if failures:
-            raise failures.pop()
-        return await real_marker()
-
-    monkeypatch.setattr(store, "commit_marker", marker_once_broken)
+    failures = _fail_once(monkeypatch, store, "commit_marker", RuntimeError("a bug"))
     # No scheduler here: only following the commits can wake the processor.
     proc.start(follow_seconds=0.01)
     other = sqlite.SqliteStore(store.path)  # as a receiver in another process
@@ -354,6 +338,22 @@ async def test_the_processor_wakes_on_another_stores_commits_even_after_an_error
         await other.close()
         await proc.stop(grace_seconds=1)
     assert "cannot read the store's commit marker: RuntimeError('a bug')" in caplog.text
+
+
+def _fail_once(
+    monkeypatch: pytest.MonkeyPatch, store: sqlite.SqliteStore, method: str, error: Exception
+) -> list[Exception]:
+    """Make `store.<method>` raise `error` on its next call only; the list empties then."""
+    real = getattr(store, method)
+    failures = [error]
+
+    async def once_broken(*args: Any, **kwargs: Any) -> Any:
+        if failures:
+            raise failures.pop()
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(store, method, once_broken)
+    return failures
 
 
 async def _completed(store: sqlite.SqliteStore, count: int) -> None:
